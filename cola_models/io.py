@@ -1,0 +1,131 @@
+"""Save and load CoLA checkpoints: config.json + model.safetensors + tokenizer files, never pickle.
+
+Writes are atomic: a checkpoint directory is built beside its target and swapped in whole, so an
+interrupted save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ColaError
+
+FORMAT = "latent-search/cola"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file through a temporary sibling and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_state(module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> None:
+    """safetensors file of ``module``'s state; tied tensors stored once with an alias table."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, tuple[int, ...]], str] = {}
+    for name, t in module.state_dict().items():
+        key = (t.data_ptr(), tuple(t.shape))
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        t = t.detach()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[name] = t.contiguous().cpu()
+    save_file(tensors, str(path), metadata={"aliases": json.dumps(aliases)})
+
+
+def load_state(module: nn.Module, path: Path) -> None:
+    """Load a file written by :func:`save_state`, refusing any missing, extra or misshapen tensor."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ColaError(f"checkpoint file {path} is missing")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError) as err:
+        raise ColaError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
+    expected = module.state_dict()
+    for alias, source in aliases.items():
+        if source in tensors:
+            tensors[alias] = tensors[source]
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing:
+        raise ColaError(
+            f"{path} lacks {len(missing)} tensor(s) the config needs, e.g. {missing[0]!r}"
+        )
+    if extra:
+        raise ColaError(f"{path} has {len(extra)} tensor(s) the config does not, e.g. {extra[0]!r}")
+    for name, t in expected.items():
+        if tuple(tensors[name].shape) != tuple(t.shape):
+            raise ColaError(
+                f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}, "
+                f"the config expects {list(t.shape)}"
+            )
+    with torch.no_grad():
+        for name, t in expected.items():
+            t.copy_(tensors[name].to(t.dtype))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ColaError(f"{path} is missing")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ColaError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ColaError(f"{path} must hold a JSON object")
+    return data

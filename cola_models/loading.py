@@ -1,0 +1,94 @@
+"""Checkpoint directories of CoLA models, and resolution of model names (bundled, path, preset)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .backbone import torch_dtype
+from .catalog import bundled_models
+from .config import ColaConfig
+from .errors import ColaError
+from .io import (
+    CONFIG,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS,
+    atomic_dir,
+    load_state,
+    read_json,
+    save_state,
+)
+from .model import ColaModel
+
+
+def save_model(model: ColaModel, directory: str | Path, *, dtype: str | None = None) -> Path:
+    """Write config.json, model.safetensors and the tokenizer to ``directory`` atomically."""
+    dt = torch_dtype(dtype) if dtype else None
+    with atomic_dir(directory) as tmp:
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": "cola",
+            "dtype": str(dt or model.dtype).removeprefix("torch."),
+            "cola": model.config.to_dict(),
+        }
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
+        save_state(model, tmp / WEIGHTS, dt)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(str(tmp))
+    return Path(directory)
+
+
+def _load_tokenizer(directory: Path):
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(directory))
+
+
+def load_cola_dir(directory: Path, *, device: str = "cpu", dtype: str = "float32") -> ColaModel:
+    from .presets import model_from_config
+
+    meta = read_json(directory / CONFIG)
+    if meta.get("format") != FORMAT or "cola" not in meta:
+        raise ColaError(f"{directory} is not a latent-search CoLA checkpoint (config.json format)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ColaError(
+            f"{directory} was written by a newer latent-search (format {meta['format_version']})"
+        )
+    config = ColaConfig.from_dict(meta["cola"])
+    # The checkpoint holds every weight, backbone included: rebuild the structure, then load.
+    model = model_from_config(
+        config,
+        device="cpu",
+        dtype="float32",
+        load_weights=False,
+        tokenizer=_load_tokenizer(directory),
+    )
+    load_state(model, directory / WEIGHTS)
+    return model.to(device=device, dtype=torch_dtype(dtype)).eval()
+
+
+def load_model(
+    name_or_path: str | Path, *, device: str = "cpu", dtype: str = "float32"
+) -> ColaModel:
+    """Load a CoLA model from a checkpoint directory, a bundled name, or a preset (random heads)."""
+    from .presets import PRESETS, build_model
+
+    name = str(name_or_path)
+    bundled = bundled_models()
+    if name in bundled:
+        return load_cola_dir(bundled[name], device=device, dtype=dtype)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load_cola_dir(path, device=device, dtype=dtype)
+    if name in PRESETS:
+        return build_model(name, device=device, dtype=dtype)
+    if path.exists():
+        raise ColaError(f"{name} is a file; a model is a directory holding config.json")
+    choices = sorted(bundled) + sorted(PRESETS)
+    raise ColaError(
+        f"no model {name!r}: not a directory, bundled model or preset ({', '.join(choices)})"
+    )

