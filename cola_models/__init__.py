@@ -26,6 +26,9 @@ _EXPORTS = {
     "bundled_models": "loading",
     "load_model": "loading",
     "save_model": "loading",
+    "PlainLM": "lm",
+    "LMState": "lm",
+    "load_lm": "lm",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import BackboneSpec, ColaConfig
     from .errors import ColaError
     from .generation import GenerationConfig, GenerationOutput, generate
+    from .lm import LMState, PlainLM, load_lm
     from .loading import bundled_models, load_model, save_model
     from .model import ColaModel, ColaOutput
     from .presets import PRESETS, build_model, preset_config

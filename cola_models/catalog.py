@@ -72,3 +72,21 @@ def list_models(search_dirs: list[Path] = ()) -> list[dict]:
                     }
                 )
     return rows
+
+
+def read_generation_defaults(directory: Path) -> dict:
+    """The prompt template / stop strings / length a checkpoint was trained with ({} if none)."""
+    directory = Path(directory)
+    for name, key in (("config.json", "generation"), ("latent_search.json", None)):
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            continue
+        if isinstance(data, dict):
+            found = data.get(key, {}) if key else data
+            if found:
+                return dict(found)
+    return {}

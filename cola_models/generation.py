@@ -63,14 +63,70 @@ class GenerationOutput:
         return self.prefill_tokens + self.decode_tokens
 
 
-def _choose_actions(model: ColaModel, logits: Tensor, cfg: GenerationConfig, generator) -> Tensor:
-    if cfg.action == "greedy":
-        return logits.argmax(-1)
-    if cfg.action == "uniform":
-        return uniform_actions(logits.shape[0], logits.shape[1], logits.device, generator)
-    temperature = cfg.action_temperature or model.config.action_temperature
-    top_k = model.config.action_top_k if cfg.action_top_k is None else cfg.action_top_k
-    return sample_logits(logits, temperature, top_k, generator)
+class _ColaDecoder:
+    """Acts with latent actions: the policy picks a_t, the world model decodes x_{t+1}."""
+
+    def __init__(self, model: ColaModel, cfg: GenerationConfig, generator) -> None:
+        self.model, self.cfg, self.generator = model, cfg, generator
+
+    def start(self, ids: Tensor, mask: Tensor):
+        return self.model.start(ids, mask)
+
+    def advance(self, state, tokens: Tensor):
+        return self.model.advance(state, tokens)
+
+    def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        cfg, model = self.cfg, self.model
+        logits = state.policy_logits  # [b, K]
+        if cfg.action == "greedy":
+            actions = logits.argmax(-1)
+        elif cfg.action == "uniform":
+            actions = uniform_actions(
+                logits.shape[0], logits.shape[1], logits.device, self.generator
+            )
+        else:
+            temperature = cfg.action_temperature or model.config.action_temperature
+            top_k = model.config.action_top_k if cfg.action_top_k is None else cfg.action_top_k
+            actions = sample_logits(logits, temperature, top_k, self.generator)
+        actions = torch.where(forced >= 0, forced, actions)
+        logps = logits.float().log_softmax(-1).gather(-1, actions[:, None])[:, 0]
+        token_logits = model.next_token_logits(state, actions[:, None])[:, 0]  # [b, V]
+        if cfg.token == "greedy":
+            tokens = token_logits.argmax(-1)
+        else:
+            tokens = sample_logits(token_logits, cfg.token_temperature, 0, self.generator)
+        return tokens, actions, logps
+
+
+class _TokenDecoder:
+    """Acts with tokens (a plain LM): the token *is* the action, so ``cfg.action`` decides:
+    "greedy" argmax, "sample" with action_temperature (default 1) / action_top_k (default all),
+    "uniform" random tokens (the random-token control)."""
+
+    def __init__(self, model, cfg: GenerationConfig, generator) -> None:
+        self.model, self.cfg, self.generator = model, cfg, generator
+
+    def start(self, ids: Tensor, mask: Tensor):
+        return self.model.start(ids, mask)
+
+    def advance(self, state, tokens: Tensor):
+        return self.model.advance(state, tokens)
+
+    def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        cfg, logits = self.cfg, state.logits  # [b, V]
+        if cfg.action == "greedy":
+            tokens = logits.argmax(-1)
+        elif cfg.action == "uniform":
+            tokens = uniform_actions(
+                logits.shape[0], logits.shape[1], logits.device, self.generator
+            )
+        else:
+            tokens = sample_logits(
+                logits, cfg.action_temperature or 1.0, cfg.action_top_k or 0, self.generator
+            )
+        tokens = torch.where(forced >= 0, forced, tokens)
+        logps = logits.float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+        return tokens, tokens, logps
 
 
 def _stopped(tokenizer, ids: list[int], stops: tuple[str, ...], tail: int) -> str | None:
@@ -86,7 +142,7 @@ def _final_text(tokenizer, ids: list[int], stops: tuple[str, ...]) -> str:
 
 @torch.no_grad()
 def generate(
-    model: ColaModel,
+    model,
     prompts: list[str] | list[list[int]],
     config: GenerationConfig | None = None,
     *,
@@ -96,9 +152,10 @@ def generate(
 ) -> GenerationOutput:
     """Generate continuations for a batch of prompts (strings or token-id lists).
 
-    forced_actions[i][t], when given, replaces the policy's choice at step t of row i (steps past
-    the end of a row's list fall back to ``config.action``). Finished rows leave the batch, so a
-    long straggler does not pay for the others.
+    ``model`` is a ColaModel (actions are latent) or a PlainLM (actions are tokens; ``action_ids``
+    then equal ``token_ids``). forced_actions[i][t], when given, replaces the choice at step t of
+    row i (steps past the end of a row's list fall back to ``config.action``). Finished rows leave
+    the batch, so a long straggler does not pay for the others.
     """
     cfg = config or GenerationConfig()
     tok = tokenizer or model.tokenizer
@@ -109,9 +166,12 @@ def generate(
     seqs = encode(tok, prompts) if isinstance(prompts[0], str) else [list(p) for p in prompts]
     if any(len(s) == 0 for s in seqs):
         raise ColaError("empty prompt")
+    decoder = (_TokenDecoder if getattr(model, "kind", "cola") == "lm" else _ColaDecoder)(
+        model, cfg, generator
+    )
     B, device = len(seqs), model.device
     input_ids, mask = left_pad(seqs, pad_id(tok), device)
-    state = model.start(input_ids, mask)
+    state = decoder.start(input_ids, mask)
     eos = tok.eos_token_id if cfg.stop_at_eos else None
     tail = max((len(s) for s in cfg.stop_strings), default=0) + 8
     out_tokens: list[list[int]] = [[] for _ in range(B)]
@@ -122,17 +182,12 @@ def generate(
     decode_tokens = 0
 
     for step in range(cfg.max_new_tokens):
-        actions = _choose_actions(model, state.policy_logits, cfg, generator)  # [b]
+        forced = torch.full((len(rows),), -1, dtype=torch.long, device=device)
         if forced_actions is not None:
             for j, r in enumerate(rows):
                 if step < len(forced_actions[r]):
-                    actions[j] = forced_actions[r][step]
-        logps = state.policy_logits.float().log_softmax(-1).gather(-1, actions[:, None])[:, 0]
-        logits = model.next_token_logits(state, actions[:, None])[:, 0]  # [b, V]
-        if cfg.token == "greedy":
-            tokens = logits.argmax(-1)
-        else:
-            tokens = sample_logits(logits, cfg.token_temperature, 0, generator)
+                    forced[j] = forced_actions[r][step]
+        tokens, actions, logps = decoder.choose(state, forced)  # [b] each
         keep = []
         for j, r in enumerate(rows):
             t = int(tokens[j])
@@ -151,7 +206,7 @@ def generate(
             state = state.select(keep)
             tokens = tokens[keep]
             rows = [rows[j] for j in keep]
-        state = model.advance(state, tokens)
+        state = decoder.advance(state, tokens)
         decode_tokens += len(rows)
 
     texts = [_final_text(tok, ids, cfg.stop_strings) for ids in out_tokens]

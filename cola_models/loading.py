@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .backbone import torch_dtype
-from .catalog import bundled_models
+from .catalog import bundled_models, checkpoint_kind
 from .config import ColaConfig
 from .errors import ColaError
 from .io import (
@@ -32,6 +32,7 @@ def save_model(model: ColaModel, directory: str | Path, *, dtype: str | None = N
             "kind": "cola",
             "dtype": str(dt or model.dtype).removeprefix("torch."),
             "cola": model.config.to_dict(),
+            "generation": model.generation_defaults,
         }
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
         save_state(model, tmp / WEIGHTS, dt)
@@ -68,22 +69,34 @@ def load_cola_dir(directory: Path, *, device: str = "cpu", dtype: str = "float32
         tokenizer=_load_tokenizer(directory),
     )
     load_state(model, directory / WEIGHTS)
+    model.generation_defaults = dict(meta.get("generation") or {})
     return model.to(device=device, dtype=torch_dtype(dtype)).eval()
 
 
-def load_model(
-    name_or_path: str | Path, *, device: str = "cpu", dtype: str = "float32"
-) -> ColaModel:
-    """Load a CoLA model from a checkpoint directory, a bundled name, or a preset (random heads)."""
+def _load_dir(path: Path, device: str, dtype: str):
+    if checkpoint_kind(path) == "lm":
+        from .lm import load_lm
+
+        return load_lm(path, device=device, dtype=dtype)
+    return load_cola_dir(path, device=device, dtype=dtype)
+
+
+def load_model(name_or_path: str | Path, *, device: str = "cpu", dtype: str = "float32"):
+    """Load a model by bundled name, checkpoint directory, or preset (random heads).
+
+    Returns a ColaModel, or a PlainLM for a plain HF causal-LM directory (the token-level
+    baselines); both expose ``kind``, ``tokenizer``, ``start``/``advance`` and work with
+    :func:`cola_models.generate`.
+    """
     from .presets import PRESETS, build_model
 
     name = str(name_or_path)
     bundled = bundled_models()
     if name in bundled:
-        return load_cola_dir(bundled[name], device=device, dtype=dtype)
+        return _load_dir(bundled[name], device, dtype)
     path = Path(name).expanduser()
     if path.is_dir():
-        return load_cola_dir(path, device=device, dtype=dtype)
+        return _load_dir(path, device, dtype)
     if name in PRESETS:
         return build_model(name, device=device, dtype=dtype)
     if path.exists():

@@ -32,11 +32,14 @@ class ColaOutput:
 
 
 class ColaModel(nn.Module):
+    kind = "cola"
+
     def __init__(self, config: ColaConfig, backbone: Backbone, tokenizer=None) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
         self.tokenizer = tokenizer  # not a module; saved beside the weights
+        self.generation_defaults: dict = {}  # prompt template etc. the model was trained with
         shape = backbone.block_shape(config.head_ffn)
         K = config.n_actions
         self.idm = ActionHead(shape, config.idm_layers, K)

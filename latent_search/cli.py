@@ -100,6 +100,40 @@ def solve(
         )
 
 
+@app.command()
+@user_errors
+def train(
+    stage: Annotated[
+        str, typer.Argument(help="base | stage1 | stage2 | rl | token-rl | q | pipeline")
+    ],
+    out: Annotated[Path, typer.Option(help="Run directory (resumed if it holds the same run).")],
+    preset: Annotated[str, typer.Option(help="Settings preset: tiny | smoke.")] = "tiny",
+    config: Annotated[Path | None, typer.Option(help="TOML file overriding the preset.")] = None,
+    model: Annotated[str | None, typer.Option(help="Input model directory of the stage.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the stage's optimizer steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Data / sampling seed.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Train one CoLA stage (or the whole pipeline) into OUT; re-running resumes."""
+    from train.cli_entry import run_stage
+
+    result = run_stage(
+        stage,
+        preset=preset,
+        config=config,
+        out=out,
+        model=model,
+        steps=steps,
+        seed=seed,
+        quiet=quiet or as_json,
+    )
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"done: {json.dumps(result)[:2000]}")
+
+
 def main() -> None:
     try:
         app()

@@ -11,7 +11,10 @@ runner = CliRunner()
 
 def test_help_lists_commands_and_does_not_import_torch():
     code = "import sys; from latent_search.cli import app; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+        == "False"
+    )
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "solve" in result.output and "models" in result.output
 
@@ -24,7 +27,9 @@ def test_models_json_lists_presets():
 
 
 def test_solve_json_has_contract_fields():
-    result = runner.invoke(app, ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "5", "--json"])
+    result = runner.invoke(
+        app, ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "5", "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert {"answer", "text", "tokens", "seconds"} <= set(out)

@@ -1,0 +1,122 @@
+"""A plain causal LM (the base model and the token-level RL baseline) behind the same incremental
+interface as ColaModel, so generation, RL and search treat tokens as the actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .backbone import Backbone, torch_device, torch_dtype
+from .blocks import StackCache
+from .errors import ColaError
+from .model import positions_from_mask
+
+
+@dataclass
+class LMState:
+    """B prefixes after their last token: next-token logits and a plain-tensor KV cache."""
+
+    key_mask: Tensor  # [B, S] bool
+    next_pos: Tensor  # [B]
+    logits: Tensor  # [B, V]
+    cache: StackCache
+
+    @property
+    def batch_size(self) -> int:
+        return self.logits.shape[0]
+
+    def select(self, index: Tensor | list[int]) -> LMState:
+        index = torch.as_tensor(index, dtype=torch.long, device=self.logits.device)
+        return LMState(
+            self.key_mask[index], self.next_pos[index], self.logits[index], self.cache.select(index)
+        )
+
+
+class PlainLM(nn.Module):
+    """An HF causal LM with its tokenizer; ``start``/``advance`` mirror ColaModel's."""
+
+    kind = "lm"
+
+    def __init__(self, lm: nn.Module, tokenizer=None) -> None:
+        super().__init__()
+        self.backbone = Backbone(lm)
+        self.tokenizer = tokenizer
+        self.generation_defaults: dict = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.lm_head.weight.dtype
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Teacher-forced next-token logits [B, T, V] for left-padded [B, T] inputs."""
+        h, _ = self.backbone(input_ids, attention_mask.bool(), positions_from_mask(attention_mask))
+        return self.backbone.token_logits(h)
+
+    @torch.no_grad()
+    def start(self, input_ids: Tensor, attention_mask: Tensor) -> LMState:
+        key_mask = attention_mask.bool()
+        positions = positions_from_mask(attention_mask)
+        h, cache = self.backbone(input_ids, key_mask, positions)
+        return LMState(key_mask, positions[:, -1] + 1, self.backbone.token_logits(h[:, -1]), cache)
+
+    @torch.no_grad()
+    def advance(self, state: LMState, tokens: Tensor) -> LMState:
+        key_mask = torch.cat([state.key_mask, state.key_mask.new_ones(state.batch_size, 1)], dim=1)
+        h, cache = self.backbone(tokens[:, None], key_mask, state.next_pos[:, None], state.cache)
+        return LMState(key_mask, state.next_pos + 1, self.backbone.token_logits(h[:, -1]), cache)
+
+    def save_pretrained(self, directory: str | Path, *, dtype: str | None = None) -> Path:
+        """A standard HF directory (safetensors), loadable by transformers itself."""
+        import json
+
+        from .io import atomic_dir, atomic_write_text
+
+        with atomic_dir(directory) as tmp:
+            lm = self.backbone.lm
+            if dtype:
+                lm = _copy_to_dtype(lm, torch_dtype(dtype))
+            lm.save_pretrained(str(tmp), safe_serialization=True)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(tmp))
+            if self.generation_defaults:
+                atomic_write_text(
+                    tmp / "latent_search.json", json.dumps(self.generation_defaults, indent=2)
+                )
+        return Path(directory)
+
+
+def _copy_to_dtype(lm: nn.Module, dtype: torch.dtype) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(lm).to(dtype)
+
+
+def load_lm(directory: str | Path, *, device: str = "cpu", dtype: str = "float32") -> PlainLM:
+    """Load a plain HF causal LM directory (safetensors only, no remote code)."""
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from .catalog import read_generation_defaults
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ColaError(f"{directory} has no config.json")
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(
+            str(directory), local_files_only=True, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as err:
+        raise ColaError(f"cannot load the LM in {directory}: {str(err).splitlines()[0]}") from err
+    lm.config._attn_implementation = "sdpa"
+    tok = None
+    if (directory / "tokenizer.json").is_file():
+        tok = PreTrainedTokenizerFast.from_pretrained(str(directory))
+    model = PlainLM(lm.float(), tok)
+    model.generation_defaults = read_generation_defaults(directory)
+    return model.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()

@@ -1,0 +1,112 @@
+"""What ``latent-search train STAGE`` runs: resolve preset <- TOML <- flags, then one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cola_models.errors import ColaError
+
+STAGES = ("base", "stage1", "stage2", "rl", "token-rl", "q", "pipeline")
+
+
+def _stage_default(stage: str, preset: str):
+    from .pipeline import pipeline_config
+
+    pipe = pipeline_config(preset)
+    return {
+        "base": pipe.base,
+        "stage1": pipe.stage1,
+        "stage2": pipe.stage2,
+        "rl": pipe.rl,
+        "token-rl": pipe.token_rl,
+        "q": pipe.q,
+        "pipeline": pipe,
+    }[stage]
+
+
+# Which nested field the --model flag fills, per stage.
+_MODEL_FIELD = {
+    "stage1": ("model", "backbone"),
+    "stage2": ("model", "model"),
+    "rl": ("rl", "model"),
+    "token-rl": ("rl", "model"),
+    "q": ("q", "model"),
+}
+
+
+def flag_overrides(
+    stage: str, *, model: str | None, steps: int | None, seed: int | None
+) -> dict[str, Any]:
+    """CLI flags as nested config overrides."""
+    over: dict[str, Any] = {}
+    if model is not None:
+        if stage not in _MODEL_FIELD:
+            raise ColaError(f"--model does not apply to stage {stage!r}")
+        section, key = _MODEL_FIELD[stage]
+        over[section] = {key: model}
+    if seed is not None:
+        if stage == "pipeline":
+            over["seed"] = seed
+        else:
+            over["data"] = {"seed": seed}
+    if steps is not None:
+        if steps < 1:
+            raise ColaError(f"--steps={steps} must be >= 1")
+        optim_fields = {
+            "base": ["optim"],
+            "stage1": ["idm_optim", "bc_optim"],
+            "stage2": ["wm_optim", "bc_optim"],
+            "rl": ["optim"],
+            "token-rl": ["optim"],
+            "q": ["optim"],
+        }
+        if stage == "pipeline":
+            raise ColaError("--steps does not apply to the pipeline; use a TOML config")
+        for f in optim_fields[stage]:
+            over[f] = {"steps": steps}
+    return over
+
+
+def run_stage(
+    stage: str,
+    *,
+    preset: str,
+    config: Path | None,
+    out: Path,
+    model: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    quiet: bool = False,
+) -> dict:
+    from . import configs
+    from .base import run_base
+    from .pipeline import run_pipeline
+    from .q_model import run_q
+    from .rl import run_rl
+    from .stage1 import run_stage1
+    from .stage2 import run_stage2
+
+    if stage not in STAGES:
+        raise ColaError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    cfg = configs.resolve(
+        _stage_default(stage, preset),
+        config,
+        flag_overrides(stage, model=model, steps=steps, seed=seed),
+    )
+    if stage == "token-rl":
+        cfg.rl.level = "token"
+    elif stage == "rl":
+        cfg.rl.level = "latent"
+    if stage == "pipeline":
+        return {"report": run_pipeline(cfg, out, quiet=quiet), "out": str(out)}
+    runner = {
+        "base": run_base,
+        "stage1": run_stage1,
+        "stage2": run_stage2,
+        "rl": run_rl,
+        "token-rl": run_rl,
+        "q": run_q,
+    }[stage]
+    model_dir = runner(cfg, out, quiet=quiet)
+    return {"stage": stage, "model": str(model_dir), "out": str(out)}

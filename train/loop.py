@@ -1,0 +1,235 @@
+"""The one training loop every stage uses: AdamW, warmup + cosine schedule, gradient clipping,
+metrics.jsonl, atomic checkpoints (weights + optimizer state in safetensors) and resume.
+
+A stage supplies ``step_fn(step, update) -> metrics``; it builds its batch deterministically from
+``step`` (so a resumed run sees the same data) and calls ``update(loss)`` once or more (PPO epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cola_models.errors import ColaError
+from cola_models.io import atomic_dir, atomic_write_text, read_json
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 500
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at lr * min_lr_ratio (reference SFT: cosine_with_min_lr, 0.1)."""
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps >= 1, f"steps={self.steps} must be >= 1"),
+            (self.lr > 0, f"lr={self.lr} must be > 0"),
+            (self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
+            (self.grad_clip > 0, f"grad_clip={self.grad_clip} must be > 0"),
+            (self.log_every >= 1, f"log_every={self.log_every} must be >= 1"),
+            (self.checkpoint_every >= 1, f"checkpoint_every={self.checkpoint_every} must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ColaError(msg)
+
+
+def lr_factor(step: int, cfg: OptimConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class RunDir:
+    """An output directory holding one run: config.json, metrics.jsonl, checkpoint/, model/."""
+
+    def __init__(self, path: str | Path, stage: str, config: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.stage = stage
+        record = {"stage": stage, "config": config}
+        cfg_file = self.path / "config.json"
+        if cfg_file.is_file():
+            old = read_json(cfg_file)
+            if old.get("stage") != stage or old.get("config") != json.loads(json.dumps(config)):
+                raise ColaError(
+                    f"output directory {self.path} holds a different run "
+                    f"(stage {old.get('stage')!r}); choose another --out or remove it"
+                )
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise ColaError(f"output directory {self.path} is not empty and holds no run")
+        else:
+            atomic_write_text(cfg_file, json.dumps(record, indent=2))
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def done(self) -> bool:
+        return (self.path / "done.json").is_file()
+
+    def log(self, row: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop metric rows past the checkpoint we resume from (they will be recomputed)."""
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if json.loads(r).get("step", -1) < after_step]
+        atomic_write_text(path, "".join(r + "\n" for r in kept))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "done.json", json.dumps(summary, indent=2))
+
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.path / "done.json")
+
+
+# ---------------------------------------------------------------- optimizer state <-> safetensors
+def _save_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "optimizer.json").write_text(
+        json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
+    )
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, directory: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(directory / "optimizer.safetensors"))
+    meta = json.loads((directory / "optimizer.json").read_text())
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# ---------------------------------------------------------------- the loop
+StepFn = Callable[[int, Callable[[torch.Tensor], float]], dict[str, float]]
+
+
+def train_loop(
+    run: RunDir,
+    model: nn.Module,
+    params: list[nn.Parameter],
+    step_fn: StepFn,
+    cfg: OptimConfig,
+    *,
+    description: str,
+    save_model: Callable[[nn.Module, Path], None],
+    load_model_state: Callable[[nn.Module, Path], None],
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Run ``cfg.steps`` steps of ``step_fn`` (resuming from ``run.checkpoint`` if present).
+
+    ``save_model(model, dir)`` / ``load_model_state(model, dir)`` write and read the weights of
+    ``model`` inside a checkpoint directory. Returns the metric rows of the whole run.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    start, elapsed = 0, 0.0
+    if (run.checkpoint / "trainer.json").is_file():
+        trainer = read_json(run.checkpoint / "trainer.json")
+        load_model_state(model, run.checkpoint / "model")
+        _load_optimizer(opt, run.checkpoint)
+        start, elapsed = int(trainer["step"]), float(trainer["elapsed"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg), last_epoch=-1)
+        for _ in range(start):
+            sched.step()
+        run.truncate_metrics(start)
+
+    def update(loss: torch.Tensor) -> float:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        return float(norm)
+
+    def checkpoint(step: int) -> None:
+        with atomic_dir(run.checkpoint) as tmp:
+            save_model(model, tmp / "model")
+            _save_optimizer(opt, tmp)
+            (tmp / "trainer.json").write_text(json.dumps({"step": step, "elapsed": elapsed}))
+
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    ]
+    with Progress(*columns, disable=quiet, transient=False) as progress:
+        task = progress.add_task(description, total=cfg.steps, completed=start, info="")
+        model.train()
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            metrics = step_fn(step, update)
+            sched.step()
+            elapsed += time.perf_counter() - t0
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(elapsed, 3)}
+                row.update({k: float(v) for k, v in metrics.items()})
+                run.log(row)
+                shown = ", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:3])
+                progress.update(task, info=shown)
+            progress.advance(task)
+            if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
+                checkpoint(step + 1)
+        model.eval()
+    return run.metrics()
+
+
+def config_dict(*configs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in configs:
+        out.update(asdict(c))
+    return out

@@ -1,0 +1,172 @@
+"""The Q-model for search (reference section 6): offline double-DQN over the K latent actions on
+the CoLA policy's own best-of-N samples for *training* problems, the sample's task reward as the
+terminal reward, a hard-updated target network. Deviation: a head on the CoLA backbone's features
+instead of a separate 8B model; only the Q head trains."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cola_models.errors import ColaError
+from cola_models.io import atomic_write_text
+from cola_models.tokenizer import left_pad, pad_id
+
+from .common import freeze_all_but, load_weights, save_weights
+from .data import DataConfig, step_generator, train_problems
+from .loop import OptimConfig, RunDir, config_dict, train_loop
+from .losses import double_dqn_targets, masked_mean
+from .rl import RLConfig, Rollouts, collect, load_actor_model
+
+
+@dataclass
+class QConfig:
+    model: str = ""
+    """CoLA model directory with a Q head (q_layers > 0 at stage 1)."""
+    samples_per_problem: int = 8
+    """N of best-of-N sampling (reference: ~16)."""
+    n_problems: int = 512
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int = 0
+    gamma: float = 0.99
+    """Reference: 0.99."""
+    target_update: int = 50
+    """Hard target-network update period in steps (reference: 50)."""
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gamma <= 1:
+            raise ColaError(f"gamma={self.gamma} must be in (0, 1]")
+        if self.samples_per_problem < 1 or self.n_problems < 1 or self.batch_size < 1:
+            raise ColaError("samples_per_problem, n_problems and batch_size must be >= 1")
+        if self.target_update < 1:
+            raise ColaError(f"target_update={self.target_update} must be >= 1")
+
+
+@dataclass
+class QRun:
+    q: QConfig = field(default_factory=QConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(n_train=20_000))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(steps=300, lr=1e-3, checkpoint_every=50)
+    )
+
+
+def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
+    """Best-of-N samples on training problems, cached in samples.jsonl (collected once)."""
+    path = run.path / "samples.jsonl"
+    if path.is_file():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    problems = train_problems(cfg.data)[: cfg.q.n_problems]
+    rl_cfg = RLConfig(
+        model=cfg.q.model,
+        group_size=max(2, cfg.q.samples_per_problem),
+        max_new_tokens=cfg.q.max_new_tokens,
+        temperature=cfg.q.temperature,
+        top_k=cfg.q.top_k,
+    )
+    rows, chunk = [], max(1, 64 // rl_cfg.group_size)
+    g = step_generator(cfg.data.seed + 11, 0)
+    for i in range(0, len(problems), chunk):
+        r = collect(model, problems[i : i + chunk], rl_cfg, g)
+        for b in range(r.input_ids.shape[0]):
+            n = int(r.act_mask[b].sum())
+            ids = r.input_ids[b][r.attention_mask[b].bool()].tolist()
+            rows.append({"ids": ids, "acts": r.acts[b, :n].tolist(), "reward": float(r.rewards[b])})
+    atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in rows))
+    return rows
+
+
+def _batch(rows: list[dict], tokenizer) -> Rollouts:
+    input_ids, mask = left_pad([r["ids"] for r in rows], pad_id(tokenizer))
+    T, L = input_ids.shape[1], max(len(r["acts"]) for r in rows)
+    act_pos = torch.zeros(len(rows), L, dtype=torch.long)
+    acts = torch.zeros(len(rows), L, dtype=torch.long)
+    act_mask = torch.zeros(len(rows), L)
+    for i, r in enumerate(rows):
+        n = len(r["acts"])
+        act_pos[i, :n] = torch.arange(T - n - 1, T - 1)
+        acts[i, :n] = torch.tensor(r["acts"])
+        act_mask[i, :n] = 1
+    rewards = torch.tensor([r["reward"] for r in rows], dtype=torch.float)
+    return Rollouts(input_ids, mask, act_pos, acts, act_mask, rewards)
+
+
+def q_step(model, target_q, r: Rollouts, gamma: float) -> tuple[torch.Tensor, dict]:
+    from .stage1 import features
+
+    h, positions, key_mask = features(model, r.input_ids, r.attention_mask)
+    K, T = model.n_actions, r.input_ids.shape[1]
+    q = model.q(h, positions, key_mask)[0]  # [B, T, K]
+    with torch.no_grad():
+        q_tgt = target_q(h, positions, key_mask)[0]
+    idx = r.act_pos[..., None].expand(-1, -1, K)  # [B, L, K]
+    nxt = (r.act_pos + 1).clamp(max=T - 1)[..., None].expand(-1, -1, K)
+    q_sa = q.gather(1, idx).gather(-1, r.acts[..., None])[..., 0]  # [B, L]
+    lengths = r.act_mask.sum(-1).long()  # [B]
+    done = torch.arange(r.acts.shape[1])[None] >= (lengths[:, None] - 1)
+    rewards = r.rewards[:, None] * done.float()
+    with torch.no_grad():
+        y = double_dqn_targets(
+            q.gather(1, nxt).detach(), q_tgt.gather(1, nxt), rewards, done, gamma
+        )
+    loss = masked_mean((q_sa - y) ** 2, r.act_mask)
+    return loss, {
+        "loss": loss.item(),
+        "q_first": q_sa[:, 0].mean().item(),
+        "reward": r.rewards.mean().item(),
+    }
+
+
+def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
+    run = RunDir(out, "q", config_dict(cfg))
+    if run.done:
+        return run.model_dir
+    model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"))
+    if model.q is None:
+        raise ColaError(f"{cfg.q.model} has no Q head (build it with q_layers > 0)")
+    rows = _samples(model, run, cfg)
+    params = freeze_all_but(model, model.q)
+    target_q = copy.deepcopy(model.q).requires_grad_(False)
+    synced = {"once": False}
+
+    def step_fn(step: int, update) -> dict:
+        if step % cfg.q.target_update == 0 or not synced["once"]:
+            # On resume the target restarts from the checkpointed online head; that is the true
+            # target when checkpoint_every is a multiple of target_update (the default).
+            target_q.load_state_dict(model.q.state_dict())
+            synced["once"] = True
+        g = step_generator(cfg.data.seed + 13, step)
+        idx = torch.randint(len(rows), (cfg.q.batch_size,), generator=g).tolist()
+        loss, metrics = q_step(
+            model, target_q, _batch([rows[i] for i in idx], model.tokenizer), cfg.q.gamma
+        )
+        update(loss)
+        return metrics
+
+    hist = train_loop(
+        run,
+        model,
+        params,
+        step_fn,
+        cfg.optim,
+        description="Q-model",
+        save_model=save_weights,
+        load_model_state=load_weights,
+        quiet=quiet,
+    )
+    model.requires_grad_(False)
+    model.save_pretrained(run.model_dir)
+    run.finish(
+        {
+            "final_loss": hist[-1]["loss"],
+            "samples": len(rows),
+            "sample_reward": sum(r["reward"] for r in rows) / len(rows),
+        }
+    )
+    return run.model_dir

@@ -1,0 +1,120 @@
+"""Stage 2, fine-tuning under action guidance (reference train_sft_intention*): the language world
+model (the whole backbone and its head) is fine-tuned on task solutions (response tokens only)
+under IDM actions (FTA-I), then the policy is re-cloned onto the IDM because its input features
+moved. FTA-P instead uses the frozen policy's greedy action and needs no re-clone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cola_models.errors import ColaError
+from cola_models.loading import load_cola_dir
+
+from .common import freeze_all_but, load_weights, save_weights
+from .data import DataConfig, sample_batch, tokenize, train_problems
+from .loop import OptimConfig, RunDir, config_dict, train_loop
+from .losses import masked_mean, token_ce
+from .stage1 import features, run_bc_phase
+
+
+@dataclass
+class Stage2Config:
+    model: str = ""
+    """The stage-1 CoLA model directory."""
+    guidance: str = "idm"
+    """"idm" (FTA-I: IDM actions, then re-clone the policy) or "policy" (FTA-P: frozen policy's
+    greedy action)."""
+
+    def __post_init__(self) -> None:
+        if self.guidance not in ("idm", "policy"):
+            raise ColaError(f"guidance={self.guidance!r} must be 'idm' or 'policy'")
+
+
+@dataclass
+class Stage2Run:
+    model: Stage2Config = field(default_factory=Stage2Config)
+    data: DataConfig = field(default_factory=DataConfig)
+    wm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=200, lr=5e-4))
+    bc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=200, lr=2e-3))
+
+
+def wm_step(model, b, guidance: str) -> tuple[torch.Tensor, dict]:
+    """World-model CE on response tokens with the backbone trainable, actions from the IDM
+    (argmax) or the frozen policy (greedy)."""
+    h, positions, key_mask = features(model, b.input_ids, b.attention_mask, grad=True)
+    with torch.no_grad():
+        head = model.idm if guidance == "idm" else model.policy
+        logits_a = head(h, positions, key_mask)[0]
+        actions = logits_a[:, 1:].argmax(-1) if guidance == "idm" else logits_a[:, :-1].argmax(-1)
+    logits = model.world_logits(h[:, :-1], actions)
+    # Deviation: the reference's FTA-P detaches norm(s) so only its "- h" term reaches the backbone;
+    # here the gradient takes the full path in both modes.
+    targets, mask = b.input_ids[:, 1:], b.target_mask
+    loss = token_ce(logits, targets, mask)
+    with torch.no_grad():
+        acc = masked_mean((logits.argmax(-1) == targets).float(), mask)
+    return loss, {"loss": loss.item(), "wm_acc": acc.item()}
+
+
+def run_stage2(cfg: Stage2Run, out: str | Path, *, quiet: bool = False) -> Path:
+    out = Path(out)
+    top = RunDir(out, "stage2", config_dict(cfg))
+    if top.done:
+        return top.model_dir
+    if not cfg.model.model:
+        raise ColaError("stage2 needs a model (--model: the stage-1 model directory)")
+    model = load_cola_dir(Path(cfg.model.model))
+    examples = tokenize(model.tokenizer, train_problems(cfg.data), cfg.data.max_len)
+
+    wm_run = RunDir(out / "wm", "stage2-wm", config_dict(cfg))
+    if wm_run.done:
+        load_weights(model, wm_run.model_dir)
+    else:
+        params = freeze_all_but(model, model.backbone)
+
+        def step_fn(step, update):
+            b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=True)
+            loss, metrics = wm_step(model, b, cfg.model.guidance)
+            update(loss)
+            return metrics
+
+        rows = train_loop(
+            wm_run,
+            model,
+            params,
+            step_fn,
+            cfg.wm_optim,
+            description="stage2 world model",
+            save_model=save_weights,
+            load_model_state=load_weights,
+            quiet=quiet,
+        )
+        save_weights(model, wm_run.model_dir)
+        wm_run.finish(rows[-1])
+
+    summary = {"wm": wm_run.summary()}
+    if cfg.model.guidance == "idm":
+        bc_run = RunDir(out / "bc", "stage2-bc", config_dict(cfg))
+        if bc_run.done:
+            load_weights(model, bc_run.model_dir)
+        else:
+            rows = run_bc_phase(
+                model,
+                bc_run,
+                examples,
+                cfg.data,
+                cfg.bc_optim,
+                completion_only=True,
+                quiet=quiet,
+                description="stage2 re-clone policy",
+            )
+            save_weights(model, bc_run.model_dir)
+            bc_run.finish(rows[-1])
+        summary["bc"] = bc_run.summary()
+    model.requires_grad_(False)
+    model.save_pretrained(top.model_dir)
+    top.finish(summary)
+    return top.model_dir
