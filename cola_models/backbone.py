@@ -93,6 +93,13 @@ class Backbone(nn.Module):
         return self.lm_head(h)
 
 
+def quiet_hf() -> None:
+    """Silence transformers' per-file progress bars (they would corrupt --json output)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def _hf_config_from_dict(d: dict[str, Any]):
     from transformers import AutoConfig
 
@@ -134,6 +141,7 @@ def load_backbone(spec: BackboneSpec, *, allow_download: bool = False) -> tuple[
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_hf()
     if spec.source == "random":
         lm, tok = build_backbone_from_config(spec.hf_config), None
     elif spec.source == "local":

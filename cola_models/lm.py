@@ -76,7 +76,10 @@ class PlainLM(nn.Module):
         """A standard HF directory (safetensors), loadable by transformers itself."""
         import json
 
+        from .backbone import quiet_hf
         from .io import atomic_dir, atomic_write_text
+
+        quiet_hf()
 
         with atomic_dir(directory) as tmp:
             lm = self.backbone.lm
@@ -102,8 +105,10 @@ def load_lm(directory: str | Path, *, device: str = "cpu", dtype: str = "float32
     """Load a plain HF causal LM directory (safetensors only, no remote code)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+    from .backbone import quiet_hf
     from .catalog import read_generation_defaults
 
+    quiet_hf()
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ColaError(f"{directory} has no config.json")

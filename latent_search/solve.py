@@ -31,10 +31,20 @@ def solve_question(question: str, cfg: SolveConfig) -> dict:
     if not question.strip():
         raise ValueError("the question is empty")
     model = cm.load_model(cfg.model)
+    # A trained model knows the prompt format it was trained with; a random preset has none.
+    template = model.generation_defaults.get("prompt_template", "{question}")
+    prompt = template.replace("{question}", question)
+    context = model.backbone.hf_config.max_position_embeddings
+    n_prompt = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + 1
+    if n_prompt + cfg.max_new_tokens > context:
+        raise ValueError(
+            f"the question takes {n_prompt} tokens; with {cfg.max_new_tokens} new tokens that "
+            f"exceeds the model's context of {context}"
+        )
     start = time.perf_counter()
     out = cm.generate(
         model,
-        [question],
+        [prompt],
         cm.GenerationConfig(
             max_new_tokens=cfg.max_new_tokens,
             action="greedy" if cfg.search == "greedy" else "sample",

@@ -182,9 +182,10 @@ def train_loop(
         load_model_state(model, run.checkpoint / "model")
         _load_optimizer(opt, run.checkpoint)
         start, elapsed = int(trainer["step"]), float(trainer["elapsed"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg), last_epoch=-1)
-        for _ in range(start):
-            sched.step()
+        # The saved param groups carry initial_lr, so the schedule can restart at ``start``.
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, cfg), last_epoch=start - 1
+        )
         run.truncate_metrics(start)
 
     def update(loss: torch.Tensor) -> float:

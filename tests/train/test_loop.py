@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from cola_models.errors import ColaError
+from train.common import load_weights, save_weights
+from train.data import step_generator
+from train.loop import OptimConfig, RunDir, lr_factor, train_loop
+
+
+class Crash(Exception):
+    pass
+
+
+def _run(path, steps_done_before_crash=None):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    cfg = OptimConfig(steps=6, lr=0.1, warmup_steps=2, checkpoint_every=2, log_every=1)
+    run = RunDir(path, "toy", {"steps": 6})
+
+    def step_fn(step, update):
+        if steps_done_before_crash is not None and step == steps_done_before_crash:
+            raise Crash
+        g = step_generator(0, step)
+        x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
+        loss = ((model(x) - y) ** 2).mean()
+        update(loss)
+        return {"loss": loss.item()}
+
+    train_loop(
+        run,
+        model,
+        list(model.parameters()),
+        step_fn,
+        cfg,
+        description="toy",
+        save_model=save_weights,
+        load_model_state=load_weights,
+        quiet=True,
+    )
+    return model, run
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    ref, _ = _run(tmp_path / "a")
+    with pytest.raises(Crash):
+        _run(tmp_path / "b", steps_done_before_crash=3)  # last checkpoint after step 2
+    resumed, run = _run(tmp_path / "b")
+    for p, q in zip(ref.parameters(), resumed.parameters()):
+        assert torch.allclose(p, q, atol=1e-7)
+    steps = [r["step"] for r in run.metrics()]
+    assert steps == list(range(6))
+
+
+def test_output_dir_of_a_different_run_is_refused(tmp_path):
+    RunDir(tmp_path / "r", "base", {"a": 1})
+    with pytest.raises(ColaError, match="holds a different run"):
+        RunDir(tmp_path / "r", "base", {"a": 2})
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("x")
+    with pytest.raises(ColaError, match="not empty"):
+        RunDir(tmp_path / "junk", "base", {})
+
+
+def test_schedule_warms_up_then_decays_to_min():
+    cfg = OptimConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_config_json_records_the_run(tmp_path):
+    RunDir(tmp_path / "r", "rl", {"x": [1, 2]})
+    assert json.loads((tmp_path / "r" / "config.json").read_text()) == {
+        "stage": "rl",
+        "config": {"x": [1, 2]},
+    }
