@@ -71,6 +71,22 @@ class StackCache:
         """Rows ``index`` [B'] of the batch (a copy; used to branch search nodes)."""
         return StackCache([k[index] for k in self.keys], [v[index] for v in self.values])
 
+    def pad_left(self, n: int) -> StackCache:
+        """Prepend ``n`` empty (masked) key/value slots to every layer."""
+        if n == 0:
+            return self
+        pad = lambda t: torch.nn.functional.pad(t, (0, 0, n, 0))  # noqa: E731
+        return StackCache([pad(k) for k in self.keys], [pad(v) for v in self.values])
+
+    @staticmethod
+    def cat(caches: list[StackCache]) -> StackCache:
+        """Concatenate equal-length caches along the batch."""
+        n_layers = len(caches[0].keys)
+        return StackCache(
+            [torch.cat([c.keys[i] for c in caches]) for i in range(n_layers)],
+            [torch.cat([c.values[i] for c in caches]) for i in range(n_layers)],
+        )
+
 
 class Attention(nn.Module):
     def __init__(self, s: BlockShape) -> None:

@@ -28,6 +28,22 @@ class LMState:
     def batch_size(self) -> int:
         return self.logits.shape[0]
 
+    @staticmethod
+    def cat(states: list[LMState]) -> LMState:
+        """Concatenate along the batch, left-padding shorter caches (masked keys)."""
+        import torch.nn.functional as F
+
+        if len(states) == 1:
+            return states[0]
+        S = max(s.key_mask.shape[1] for s in states)
+        pads = [S - s.key_mask.shape[1] for s in states]
+        return LMState(
+            torch.cat([F.pad(s.key_mask, (n, 0), value=False) for s, n in zip(states, pads)]),
+            torch.cat([s.next_pos for s in states]),
+            torch.cat([s.logits for s in states]),
+            StackCache.cat([s.cache.pad_left(n) for s, n in zip(states, pads)]),
+        )
+
     def select(self, index: Tensor | list[int]) -> LMState:
         index = torch.as_tensor(index, dtype=torch.long, device=self.logits.device)
         return LMState(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,46 +52,25 @@ class ColaState:
         if len(states) == 1:
             return states[0]
         S = max(s.key_mask.shape[1] for s in states)
+        pads = [S - s.key_mask.shape[1] for s in states]
 
-        def pad_cache(cache: StackCache | None, n: int) -> StackCache | None:
-            if cache is None:
+        def caches(name: str) -> StackCache | None:
+            got = [getattr(s, name) for s in states]
+            if got[0] is None:
                 return None
-            return StackCache(
-                [F.pad(k, (0, 0, n, 0)) for k in cache.keys],
-                [F.pad(v, (0, 0, n, 0)) for v in cache.values],
-            )
-
-        padded = []
-        for s in states:
-            n = S - s.key_mask.shape[1]
-            padded.append(
-                replace(
-                    s,
-                    key_mask=F.pad(s.key_mask, (n, 0), value=False),
-                    backbone_cache=pad_cache(s.backbone_cache, n),
-                    policy_cache=pad_cache(s.policy_cache, n),
-                    q_cache=pad_cache(s.q_cache, n),
-                )
-            )
-
-        def cat_cache(caches: list[StackCache | None]) -> StackCache | None:
-            if caches[0] is None:
-                return None
-            n_layers = len(caches[0].keys)
-            return StackCache(
-                [torch.cat([c.keys[i] for c in caches]) for i in range(n_layers)],
-                [torch.cat([c.values[i] for c in caches]) for i in range(n_layers)],
-            )
+            return StackCache.cat([c.pad_left(n) for c, n in zip(got, pads)])
 
         return ColaState(
-            key_mask=torch.cat([s.key_mask for s in padded]),
-            next_pos=torch.cat([s.next_pos for s in padded]),
-            h=torch.cat([s.h for s in padded]),
-            policy_logits=torch.cat([s.policy_logits for s in padded]),
+            key_mask=torch.cat(
+                [F.pad(s.key_mask, (n, 0), value=False) for s, n in zip(states, pads)]
+            ),
+            next_pos=torch.cat([s.next_pos for s in states]),
+            h=torch.cat([s.h for s in states]),
+            policy_logits=torch.cat([s.policy_logits for s in states]),
             q_values=None
-            if padded[0].q_values is None
-            else torch.cat([s.q_values for s in padded]),
-            backbone_cache=cat_cache([s.backbone_cache for s in padded]),
-            policy_cache=cat_cache([s.policy_cache for s in padded]),
-            q_cache=cat_cache([s.q_cache for s in padded]),
+            if states[0].q_values is None
+            else torch.cat([s.q_values for s in states]),
+            backbone_cache=caches("backbone_cache"),
+            policy_cache=caches("policy_cache"),
+            q_cache=caches("q_cache"),
         )

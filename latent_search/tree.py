@@ -1,0 +1,162 @@
+"""The search tree: token-prefix nodes in index-addressed arrays, with JSON round trip.
+
+Node 0 is the root (the prompt). Edge i -> child is labelled by the action taken (a latent
+action id, or a token id for token-level search) and the tokens it produced (one token, or a
+macro-step of several). Search state lives here and nowhere else, so a saved tree is a resumable
+search.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = 0
+FORMAT = "latent-search/tree"
+FORMAT_VERSION = 1
+
+
+class TreeFormatError(ValueError):
+    """A tree file that cannot be read; the message names what is wrong."""
+
+
+@dataclass
+class Tree:
+    prompt_tokens: list[int]
+    parent: list[int] = field(default_factory=lambda: [-1])
+    action: list[int] = field(default_factory=lambda: [-1])
+    tokens: list[list[int]] = field(default_factory=lambda: [[]])
+    """Tokens the edge into each node produced (root: none)."""
+    children: list[dict[int, int]] = field(default_factory=lambda: [{}])
+    """action -> child index."""
+    visits: list[int] = field(default_factory=lambda: [0])
+    value: list[float] = field(default_factory=lambda: [0.0])
+    prior: list[float] = field(default_factory=lambda: [1.0])
+    """Policy probability of the edge (mean over a macro-step's tokens, as the reference)."""
+    q: list[float | None] = field(default_factory=lambda: [None])
+    """Q(s_parent, a) of the edge when a Q head gave one."""
+    reward: list[float | None] = field(default_factory=lambda: [None])
+    """Score of the node's rollout, once evaluated."""
+    rollout: list[list[int] | None] = field(default_factory=lambda: [None])
+    """Tokens of the node's rollout continuation (after the node's prefix)."""
+    terminal: list[bool] = field(default_factory=lambda: [False])
+    depth: list[int] = field(default_factory=lambda: [0])
+    """Generated tokens from the root to the node."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Algorithm, budget, token counts, timings, whether scoring was an oracle."""
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def add_child(
+        self,
+        node: int,
+        action: int,
+        tokens: list[int],
+        *,
+        prior: float,
+        q: float | None = None,
+        terminal: bool = False,
+    ) -> int:
+        child = len(self.parent)
+        self.parent.append(node)
+        self.action.append(action)
+        self.tokens.append(list(tokens))
+        self.children.append({})
+        self.visits.append(0)
+        self.value.append(0.0)
+        self.prior.append(prior)
+        self.q.append(q)
+        self.reward.append(None)
+        self.rollout.append(None)
+        self.terminal.append(terminal)
+        self.depth.append(self.depth[node] + len(tokens))
+        self.children[node][action] = child
+        return child
+
+    def path(self, node: int) -> list[int]:
+        """Root ... node."""
+        out = [node]
+        while self.parent[out[-1]] >= 0:
+            out.append(self.parent[out[-1]])
+        return out[::-1]
+
+    def generated(self, node: int) -> list[int]:
+        """Tokens generated from the root down to ``node``."""
+        return [t for n in self.path(node)[1:] for t in self.tokens[n]]
+
+    def prefix(self, node: int) -> list[int]:
+        """Prompt + generated tokens: the exact token prefix of the node."""
+        return self.prompt_tokens + self.generated(node)
+
+    # ---------------------------------------------------------------- JSON
+    _LISTS = (
+        "parent",
+        "action",
+        "tokens",
+        "children",
+        "visits",
+        "value",
+        "prior",
+        "q",
+        "reward",
+        "rollout",
+        "terminal",
+        "depth",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "prompt_tokens": self.prompt_tokens,
+            "meta": self.meta,
+        }
+        for name in self._LISTS:
+            d[name] = getattr(self, name)
+        d["children"] = [{str(a): c for a, c in ch.items()} for ch in self.children]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Tree:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise TreeFormatError("not a latent-search tree (missing format marker)")
+        missing = [k for k in ("prompt_tokens", *cls._LISTS) if k not in d]
+        if missing:
+            raise TreeFormatError(f"tree lacks field(s): {', '.join(missing)}")
+        n = len(d["parent"])
+        bad = [k for k in cls._LISTS if not isinstance(d[k], list) or len(d[k]) != n]
+        if n == 0 or bad:
+            raise TreeFormatError(
+                f"tree field(s) {', '.join(bad) or 'parent'} do not have {n} entries"
+            )
+        try:
+            children = [{int(a): int(c) for a, c in ch.items()} for ch in d["children"]]
+        except (AttributeError, TypeError, ValueError) as err:
+            raise TreeFormatError(f"tree children are malformed: {err}") from err
+        for i, p in enumerate(d["parent"]):
+            if i == 0 and p != -1 or i > 0 and not (isinstance(p, int) and 0 <= p < i):
+                raise TreeFormatError(f"node {i} has an invalid parent {p!r}")
+        if any(not (0 < c < n) for ch in children for c in ch.values()):
+            raise TreeFormatError("a child index is out of range")
+        kwargs = {k: d[k] for k in cls._LISTS}
+        kwargs["children"] = children
+        return cls(prompt_tokens=list(d["prompt_tokens"]), meta=dict(d.get("meta") or {}), **kwargs)
+
+    def save(self, path: str | Path) -> None:
+        from cola_models.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tree:
+        path = Path(path)
+        if not path.is_file():
+            raise TreeFormatError(f"tree file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TreeFormatError(f"{path} is not valid JSON (truncated?): {err}") from err
+        return cls.from_dict(data)
