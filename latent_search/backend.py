@@ -44,6 +44,8 @@ class Backend(Protocol):
     n_actions: int
     eos_id: int | None
     usage: Usage
+    last_costs: list[int]
+    """Model tokens each row of the most recent call cost (prefill + decode)."""
 
     def prior(self, prefixes: list[list[int]]) -> Prior: ...
 

@@ -23,6 +23,8 @@ class TorchBackend:
         self.n_actions = model.n_actions if self.level == "latent" else model.backbone.vocab_size
         self.eos_id = model.tokenizer.eos_token_id
         self.usage = Usage()
+        self.last_costs: list[int] = []
+        """Model tokens each input row of the most recent call cost (for per-problem budgets)."""
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._cache_rows = cache_rows
         from cola_models.lm import LMState
@@ -49,6 +51,7 @@ class TorchBackend:
         from cola_models.tokenizer import left_pad
 
         keys = [tuple(p) for p in prefixes]
+        cost = {k: 0 for k in keys}
         rows: dict[tuple[int, ...], object] = {}
         step_keys = [
             k for k in dict.fromkeys(keys) if k not in self._states and k[:-1] in self._states
@@ -61,12 +64,19 @@ class TorchBackend:
             self.usage.decode_tokens += len(step_keys)
             for i, k in enumerate(step_keys):
                 rows[k] = stepped.select([i])
+                cost[k] = 1
         if fill_keys:
             ids, mask = left_pad([list(k) for k in fill_keys], 0)
             filled = self._timed(self.model.start, ids, mask)
             self.usage.prefill_tokens += int(mask.sum())
             for i, k in enumerate(fill_keys):
                 rows[k] = filled.select([i])
+                cost[k] = len(k)
+        seen: set[tuple[int, ...]] = set()
+        self.last_costs = []
+        for k in keys:  # a prefix asked twice in one call is paid once
+            self.last_costs.append(0 if k in seen else cost[k])
+            seen.add(k)
         for k, st in rows.items():
             self._remember(k, st)
         for k in keys:
@@ -98,6 +108,7 @@ class TorchBackend:
         out = self._timed(lambda: generate(self.model, prefixes, cfg, generator=generator))
         self.usage.prefill_tokens += out.prefill_tokens
         self.usage.decode_tokens += out.decode_tokens
+        self.last_costs = [len(p) + len(t) - 1 for p, t in zip(prefixes, out.token_ids)]
         return out.token_ids
 
     def decode(self, tokens: list[int]) -> str:
