@@ -26,6 +26,7 @@ _EXPORTS = {
     "bundled_models": "loading",
     "load_model": "loading",
     "save_model": "loading",
+    "tokenizer_encode": "tokenizer",
     "PlainLM": "lm",
     "LMState": "lm",
     "load_lm": "lm",

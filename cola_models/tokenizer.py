@@ -75,3 +75,6 @@ def left_pad(seqs: list[list[int]], pad: int, device="cpu") -> tuple[Tensor, Ten
             ids[i, T - len(s) :] = torch.tensor(s, dtype=torch.long)
             mask[i, T - len(s) :] = 1
     return ids.to(device), mask.to(device)
+
+
+tokenizer_encode = encode  # public alias exported by cola_models

@@ -81,16 +81,26 @@ def solve(
     model: Annotated[
         str, typer.Option(help="Bundled name, checkpoint directory or preset.")
     ] = "tiny-arith",
-    search: Annotated[str, typer.Option(help="greedy | sample")] = "greedy",
+    search: Annotated[str, typer.Option(help="greedy | sample | best-of-n | mcts-q")] = "greedy",
+    budget: Annotated[int | None, typer.Option(help="Model tokens per problem (search).")] = None,
+    scorer: Annotated[str, typer.Option(help="Gold-free rollout scorer: q | vote.")] = "q",
     max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the action sampler.")] = 0,
+    tree_out: Annotated[Path | None, typer.Option(help="Write the search tree (JSON).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Solve one problem with a CoLA model."""
+    """Solve one problem with a model (CoLA: latent actions; plain LM: tokens)."""
     from latent_search.solve import SolveConfig, solve_question
 
-    cfg = SolveConfig(model=model, search=search, max_new_tokens=max_new_tokens, seed=seed)
-    result = solve_question(question, cfg)
+    cfg = SolveConfig(
+        model=model,
+        search=search,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        budget=budget,
+        scorer=scorer,
+    )
+    result = solve_question(question, cfg, tree_out=str(tree_out) if tree_out else None)
     if as_json:
         emit_json(result)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-SEARCHES = ("greedy", "sample")
+from .search import ALGORITHMS as SEARCHES
 
 
 @dataclass(frozen=True)
@@ -14,19 +14,24 @@ class SolveConfig:
     search: str = "greedy"
     max_new_tokens: int = 256
     seed: int = 0
+    budget: int | None = None
+    scorer: str = "q"
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
             raise ValueError(f"unknown search {self.search!r}; choose one of {', '.join(SEARCHES)}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget={self.budget} must be >= 1")
 
 
-def solve_question(question: str, cfg: SolveConfig) -> dict:
-    import torch
-
+def solve_question(question: str, cfg: SolveConfig, *, tree_out: str | None = None) -> dict:
     import cola_models as cm
     from eval.answers import extract_answer
+
+    from .backends.torch_backend import TorchBackend
+    from .search import SearchSpec, run_search
 
     if not question.strip():
         raise ValueError("the question is empty")
@@ -35,28 +40,32 @@ def solve_question(question: str, cfg: SolveConfig) -> dict:
     template = model.generation_defaults.get("prompt_template", "{question}")
     prompt = template.replace("{question}", question)
     context = model.backbone.hf_config.max_position_embeddings
-    n_prompt = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + 1
-    if n_prompt + cfg.max_new_tokens > context:
+    ids = cm.tokenizer_encode(model.tokenizer, [prompt])[0]
+    if len(ids) + cfg.max_new_tokens > context:
         raise ValueError(
-            f"the question takes {n_prompt} tokens; with {cfg.max_new_tokens} new tokens that "
+            f"the question takes {len(ids)} tokens; with {cfg.max_new_tokens} new tokens that "
             f"exceeds the model's context of {context}"
         )
-    start = time.perf_counter()
-    out = cm.generate(
-        model,
-        [prompt],
-        cm.GenerationConfig(
-            max_new_tokens=cfg.max_new_tokens,
-            action="greedy" if cfg.search == "greedy" else "sample",
-        ),
-        generator=torch.Generator().manual_seed(cfg.seed),
+    spec = SearchSpec(
+        algorithm=cfg.search,
+        budget=cfg.budget,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+        scorer=cfg.scorer,
     )
-    text = out.texts[0]
+    start = time.perf_counter()
+    (res,) = run_search(TorchBackend(model), [ids], spec, answer_fn=extract_answer)
+    if tree_out and res.tree is not None:
+        res.tree.meta["question"] = question
+        res.tree.save(tree_out)
     return {
         "question": question,
-        "answer": extract_answer(text),
-        "text": text,
-        "tokens": out.forward_tokens,
+        "answer": extract_answer(res.text),
+        "text": res.text,
+        "tokens": res.tokens_used,
         "seconds": time.perf_counter() - start,
+        "search": cfg.search,
+        "oracle": False,
+        "stats": res.stats,
         "config": asdict(cfg),
     }

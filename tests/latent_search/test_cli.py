@@ -50,3 +50,43 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
+
+
+def test_solve_mcts_q_writes_a_loadable_tree(tmp_path):
+    from latent_search.tree import Tree
+
+    out = tmp_path / "tree.json"
+    result = runner.invoke(
+        app,
+        [
+            "solve",
+            "2+2=",
+            "--model",
+            "tiny",
+            "--search",
+            "mcts-q",
+            "--max-new-tokens",
+            "6",
+            "--tree-out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    tree = Tree.load(out)
+    assert tree.meta["algorithm"] == "mcts-q" and tree.meta["oracle"] is False
+    assert summary["tokens"] == tree.meta["tokens"] > 0 and len(tree) > 1
+    assert summary["oracle"] is False
+
+
+def test_solve_budget_and_search_errors():
+    for args in (
+        ["--search", "nope"],
+        ["--budget", "0"],
+        ["--search", "mcts-q", "--scorer", "vote"],
+    ):
+        result = runner.invoke(
+            app, ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "4", *args]
+        )
+        assert result.exit_code == 2 and result.output.startswith("error: "), (args, result.output)

@@ -1,0 +1,80 @@
+"""One entry point over the algorithms: name + budget + seed -> results, for solve and eval."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .backend import Backend
+from .baselines import BestOfNConfig, best_of_n, decode_once
+from .mcts_q import MCTSQConfig, mcts_q
+from .result import SearchResult
+from .scorers import q_value_scorer
+
+ALGORITHMS = ("greedy", "sample", "best-of-n", "mcts-q")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    algorithm: str = "greedy"
+    budget: int | None = None
+    """Model tokens per problem (prefill + decode); None: the algorithm's own default size."""
+    max_new_tokens: int = 256
+    n: int = 8
+    """Samples of best-of-n."""
+    rounds: int = 32
+    """Selection rounds of mcts-q."""
+    scorer: str = "q"
+    """How rollouts / samples are scored without the gold answer: "q" (the Q head) or "vote"."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"unknown search {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
+            )
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget={self.budget} must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.scorer not in ("q", "vote"):
+            raise ValueError(f"scorer={self.scorer!r} must be 'q' or 'vote'")
+
+
+def run_search(
+    backend: Backend,
+    prompts: list[list[int]],
+    spec: SearchSpec,
+    *,
+    answer_fn: Callable[[str], str | None] | None = None,
+    scorer=None,
+) -> list[SearchResult]:
+    """Run ``spec.algorithm`` on every prompt (batched). ``scorer`` overrides the gold-free
+    scorer (an oracle must carry ``oracle = True``)."""
+    g = torch.Generator().manual_seed(spec.seed)
+    if spec.algorithm in ("greedy", "sample"):
+        return decode_once(
+            backend, prompts, spec.max_new_tokens, sample=spec.algorithm == "sample", generator=g
+        )
+    if scorer is None and spec.scorer == "q":
+        scorer = q_value_scorer(backend)
+    if spec.algorithm == "best-of-n":
+        cfg = BestOfNConfig(
+            n=spec.n,
+            max_new_tokens=spec.max_new_tokens,
+            select="value" if spec.scorer == "q" or getattr(scorer, "oracle", False) else "vote",
+        )
+        return best_of_n(backend, prompts, cfg, generator=g, scorer=scorer, answer_fn=answer_fn)
+    if scorer is None:
+        raise ValueError(
+            "mcts-q scores its rollouts with the Q head; --scorer vote is not supported"
+        )
+    cfg = MCTSQConfig(
+        rounds=spec.rounds,
+        rollout_tokens=spec.max_new_tokens,
+        max_depth=spec.max_new_tokens,
+        budget=spec.budget,
+    )
+    return mcts_q(backend, prompts, cfg, scorer)
