@@ -54,9 +54,16 @@ class Backend(Protocol):
         ...
 
     def rollout(
-        self, prefixes: list[list[int]], max_new_tokens: int, *, sample: bool, generator=None
+        self,
+        prefixes: list[list[int]],
+        max_new_tokens: int,
+        *,
+        sample: bool,
+        generator=None,
+        stop: tuple[str, ...] = (),
     ) -> list[list[int]]:
-        """Continue each prefix to EOS or the length limit; returns the new tokens."""
+        """Continue each prefix to EOS, a stop string (kept in the tokens) or the length limit;
+        returns the new tokens."""
         ...
 
     def decode(self, tokens: list[int]) -> str: ...

@@ -81,7 +81,9 @@ def solve(
     model: Annotated[
         str, typer.Option(help="Bundled name, checkpoint directory or preset.")
     ] = "tiny-arith",
-    search: Annotated[str, typer.Option(help="greedy | sample | best-of-n | mcts-q")] = "greedy",
+    search: Annotated[
+        str, typer.Option(help="greedy | sample | best-of-n | beam | mcts-q")
+    ] = "greedy",
     budget: Annotated[int | None, typer.Option(help="Model tokens per problem (search).")] = None,
     scorer: Annotated[str, typer.Option(help="Gold-free rollout scorer: q | vote.")] = "q",
     max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,

@@ -13,7 +13,7 @@ from .mcts_q import MCTSQConfig, mcts_q
 from .result import SearchResult
 from .scorers import q_value_scorer
 
-ALGORITHMS = ("greedy", "sample", "best-of-n", "mcts-q")
+ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts-q")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class ToyBackend:
                 out[row] = 1  # every action ends a finished sequence
         return out
 
-    def rollout(self, prefixes, max_new_tokens, *, sample, generator=None):
+    def rollout(self, prefixes, max_new_tokens, *, sample, generator=None, stop=()):
         outs = []
         for p in prefixes:
             n = self.horizon - len(self._gen(p))
