@@ -9,6 +9,7 @@ import torch
 
 from .backend import Backend
 from .baselines import BestOfNConfig, best_of_n, decode_once
+from .beam import BeamConfig, beam_search, q_value_fn
 from .mcts_q import MCTSQConfig, mcts_q
 from .result import SearchResult
 from .scorers import q_value_scorer
@@ -67,6 +68,11 @@ def run_search(
             select="value" if spec.scorer == "q" or getattr(scorer, "oracle", False) else "vote",
         )
         return best_of_n(backend, prompts, cfg, generator=g, scorer=scorer, answer_fn=answer_fn)
+    if spec.algorithm == "beam":
+        if spec.scorer != "q":
+            raise ValueError("beam ranks hypotheses by the Q head; --scorer vote is not supported")
+        cfg = BeamConfig(max_new_tokens=spec.max_new_tokens, budget=spec.budget)
+        return beam_search(backend, prompts, cfg, q_value_fn(backend))
     if scorer is None:
         raise ValueError(
             "mcts-q scores its rollouts with the Q head; --scorer vote is not supported"

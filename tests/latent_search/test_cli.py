@@ -90,3 +90,30 @@ def test_solve_budget_and_search_errors():
             app, ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "4", *args]
         )
         assert result.exit_code == 2 and result.output.startswith("error: "), (args, result.output)
+
+
+def test_every_search_runs_from_the_cli(tmp_path):
+    for search in ("greedy", "sample", "best-of-n", "beam", "mcts-q"):
+        out = tmp_path / f"{search}.json"
+        result = runner.invoke(
+            app,
+            [
+                "solve",
+                "3+4=",
+                "--model",
+                "tiny",
+                "--search",
+                search,
+                "--max-new-tokens",
+                "6",
+                "--budget",
+                "400",
+                "--json",
+                "--tree-out",
+                str(out),
+            ],
+        )
+        assert result.exit_code == 0, (search, result.output)
+        summary = json.loads(result.output)
+        assert summary["search"] == search and summary["tokens"] > 0
+        assert out.is_file() == (search in ("beam", "mcts-q"))
