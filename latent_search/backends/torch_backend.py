@@ -98,12 +98,20 @@ class TorchBackend:
         return self._timed(self.model.next_token_logits, st, actions).argmax(-1)  # [B, k]
 
     def rollout(
-        self, prefixes: list[list[int]], max_new_tokens: int, *, sample: bool, generator=None
+        self,
+        prefixes: list[list[int]],
+        max_new_tokens: int,
+        *,
+        sample: bool,
+        generator=None,
+        stop: tuple[str, ...] = (),
     ) -> list[list[int]]:
         from cola_models.generation import GenerationConfig, generate
 
         cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, action="sample" if sample else "greedy"
+            max_new_tokens=max_new_tokens,
+            action="sample" if sample else "greedy",
+            stop_strings=stop,
         )
         out = self._timed(lambda: generate(self.model, prefixes, cfg, generator=generator))
         self.usage.prefill_tokens += out.prefill_tokens
