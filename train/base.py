@@ -44,7 +44,7 @@ class BaseRun:
     model: BaseConfig = field(default_factory=BaseConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(steps=800, lr=3e-3, warmup_steps=50)
+        default_factory=lambda: OptimConfig(steps=700, lr=3e-3, warmup_steps=50)
     )
 
 

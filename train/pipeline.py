@@ -38,11 +38,11 @@ class PipelineConfig:
     base: BaseRun = field(default_factory=BaseRun)
     stage1: Stage1Run = field(default_factory=Stage1Run)
     stage2: Stage2Run = field(default_factory=Stage2Run)
-    rl: RLRun = field(default_factory=RLRun)
+    rl: RLRun = field(default_factory=lambda: RLRun(rl=RLConfig(level="latent", top_k=40)))
     token_rl: RLRun = field(
         default_factory=lambda: RLRun(
             rl=RLConfig(level="token"),
-            optim=OptimConfig(steps=60, lr=2e-5, warmup_steps=5, checkpoint_every=10, log_every=1),
+            optim=OptimConfig(steps=60, lr=5e-5, warmup_steps=5, checkpoint_every=10, log_every=1),
         )
     )
     q: QRun = field(default_factory=QRun)
@@ -85,7 +85,7 @@ def smoke_config() -> PipelineConfig:
         wm_optim=_short(c.stage2.wm_optim, 2),
         bc_optim=_short(c.stage2.bc_optim, 2),
     )
-    small_rl = dict(group_size=2, prompts_per_step=2, max_new_tokens=8)
+    small_rl = dict(group_size=2, prompts_per_step=2, max_new_tokens=8, eval_problems=4)
     c.rl = replace(c.rl, data=data, optim=_short(c.rl.optim, 2), rl=replace(c.rl.rl, **small_rl))
     c.token_rl = replace(
         c.token_rl,

@@ -39,6 +39,10 @@ class RLConfig:
     """Reference math GRPO: 0.001."""
     clip_eps: float = 0.2
     ppo_epochs: int = 2
+    eval_every: int = 10
+    """Every this many steps (and at the last), greedy accuracy on a fixed held-out set is logged
+    as ``eval_reward``: per-step training reward depends on which problems were drawn."""
+    eval_problems: int = 64
     advantage: str = "grpo"
     """"grpo": every step of a sample gets its group-normalised reward, KL as a k3 loss term;
     "reference": KL in the per-token reward + GAE(gamma=1, lambda=0.95, V=0), as the official
@@ -73,7 +77,7 @@ class RLRun:
     data: DataConfig = field(default_factory=lambda: DataConfig(n_train=20_000))
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(
-            steps=60, lr=1e-4, warmup_steps=5, checkpoint_every=10, log_every=1
+            steps=60, lr=5e-5, warmup_steps=5, checkpoint_every=10, log_every=1
         )
     )
 
@@ -164,6 +168,21 @@ def _gather_acting(logits: Tensor, r: Rollouts) -> Tensor:
     return picked.float().log_softmax(-1).gather(-1, r.acts[..., None])[..., 0]
 
 
+def _held_out(data: DataConfig, n: int) -> list:
+    """A fixed held-out (test-split) mix of the training tasks for progress measurement."""
+    from eval.tasks import get_task
+
+    if n <= 0:
+        return []
+    total = sum(data.weights)
+    out = []
+    for name, w in zip(data.tasks, data.weights):
+        out += get_task(name).generate(
+            max(1, round(n * w / total)), seed=data.seed + 3, split="test"
+        )
+    return out
+
+
 def load_actor_model(cfg: RLConfig):
     from cola_models.loading import load_model
 
@@ -187,6 +206,7 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
     actor = (_LatentActor if cfg.rl.level == "latent" else _TokenActor)(model)
     problems = train_problems(cfg.data)
     rc = cfg.rl
+    held_out = _held_out(cfg.data, rc.eval_problems)
 
     def step_fn(step: int, update) -> dict:
         g = step_generator(cfg.data.seed + 7, step)
@@ -212,12 +232,23 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
             update(loss)
         with torch.no_grad():
             kl = masked_mean(old - ref, r.act_mask)
-        return {
+        metrics = {
             "reward": r.rewards.mean().item(),
             "kl": kl.item(),
             "length": r.act_mask.sum(-1).mean().item(),
             "loss": loss.item(),
         }
+        if held_out and (
+            (step + 1) % rc.eval_every == 0 or step == 0 or step == cfg.optim.steps - 1
+        ):
+            from eval.evaluate import evaluate_problems
+
+            model.eval()
+            metrics["eval_reward"] = evaluate_problems(
+                model, held_out, max_new_tokens=rc.max_new_tokens
+            )["accuracy"]
+            model.train()
+        return metrics
 
     rows = train_loop(
         run,
