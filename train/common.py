@@ -42,3 +42,29 @@ def freeze_all_but(model: nn.Module, *modules: nn.Module) -> list[nn.Parameter]:
             p.requires_grad_(True)
             params[id(p)] = p
     return list(params.values())
+
+
+def run_phase(
+    model: nn.Module, run, params, step_fn, optim, *, description: str, quiet: bool
+) -> dict:
+    """One trained phase of a stage: skipped (weights reloaded) when ``run`` is already done,
+    else trained with the shared loop, its weights saved and its last metrics recorded."""
+    from .loop import train_loop
+
+    if run.done:
+        load_weights(model, run.model_dir)
+    else:
+        rows = train_loop(
+            run,
+            model,
+            params,
+            step_fn,
+            optim,
+            description=description,
+            save_model=save_weights,
+            load_model_state=load_weights,
+            quiet=quiet,
+        )
+        save_weights(model, run.model_dir)
+        run.finish(rows[-1])
+    return run.summary()

@@ -14,13 +14,12 @@ import torch
 
 from cola_models.errors import ColaError
 from cola_models.io import atomic_write_text
-from cola_models.tokenizer import left_pad, pad_id
 
 from .common import freeze_all_but, load_weights, save_weights
 from .data import DataConfig, step_generator, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import double_dqn_targets, masked_mean
-from .rl import RLConfig, Rollouts, collect, load_actor_model
+from .rl import RLConfig, Rollouts, collect, load_actor_model, make_rollouts
 
 
 @dataclass
@@ -83,18 +82,15 @@ def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
 
 
 def _batch(rows: list[dict], tokenizer) -> Rollouts:
-    input_ids, mask = left_pad([r["ids"] for r in rows], pad_id(tokenizer))
-    T, L = input_ids.shape[1], max(len(r["acts"]) for r in rows)
-    act_pos = torch.zeros(len(rows), L, dtype=torch.long)
-    acts = torch.zeros(len(rows), L, dtype=torch.long)
-    act_mask = torch.zeros(len(rows), L)
-    for i, r in enumerate(rows):
-        n = len(r["acts"])
-        act_pos[i, :n] = torch.arange(T - n - 1, T - 1)
-        acts[i, :n] = torch.tensor(r["acts"])
-        act_mask[i, :n] = 1
-    rewards = torch.tensor([r["reward"] for r in rows], dtype=torch.float)
-    return Rollouts(input_ids, mask, act_pos, acts, act_mask, rewards)
+    """Stored samples (prompt + generated ids, actions, reward) back into a rollout batch."""
+    n = [len(r["acts"]) for r in rows]
+    return make_rollouts(
+        tokenizer,
+        [r["ids"][: len(r["ids"]) - k] for r, k in zip(rows, n)],
+        [r["ids"][len(r["ids"]) - k :] for r, k in zip(rows, n)],
+        [r["acts"] for r in rows],
+        torch.tensor([r["reward"] for r in rows], dtype=torch.float),
+    )
 
 
 def q_step(model, target_q, r: Rollouts, gamma: float) -> tuple[torch.Tensor, dict]:

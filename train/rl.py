@@ -111,19 +111,28 @@ def collect(model, problems: list, cfg: RLConfig, generator: torch.Generator) ->
             for i, t in enumerate(out.texts)
         ]
     )
-    prompt_ids = encode(tok, prompts)
-    seqs = [p + g for p, g in zip(prompt_ids, out.token_ids)]
-    input_ids, mask = left_pad(seqs, pad_id(tok))
-    T, L = input_ids.shape[1], max(len(g) for g in out.token_ids)
-    act_pos = torch.zeros(len(seqs), L, dtype=torch.long)
-    acts = torch.zeros(len(seqs), L, dtype=torch.long)
-    act_mask = torch.zeros(len(seqs), L)
-    for i, (a, g) in enumerate(zip(out.action_ids, out.token_ids)):
+    return make_rollouts(tok, encode(tok, prompts), out.token_ids, out.action_ids, rewards.float())
+
+
+def make_rollouts(
+    tokenizer,
+    prompts: list[list[int]],
+    gens: list[list[int]],
+    acts: list[list[int]],
+    rewards: Tensor,
+) -> Rollouts:
+    """Left-padded prompt + generation batch, and where each acting step's state sits."""
+    input_ids, mask = left_pad([p + g for p, g in zip(prompts, gens)], pad_id(tokenizer))
+    T, L = input_ids.shape[1], max(len(g) for g in gens)
+    act_pos = torch.zeros(len(gens), L, dtype=torch.long)
+    act_ids = torch.zeros(len(gens), L, dtype=torch.long)
+    act_mask = torch.zeros(len(gens), L)
+    for i, (a, g) in enumerate(zip(acts, gens)):
         n = len(g)
-        act_pos[i, :n] = torch.arange(T - n - 1, T - 1)
-        acts[i, :n] = torch.tensor(a)
+        act_pos[i, :n] = torch.arange(T - n - 1, T - 1)  # the state that chose generated token j
+        act_ids[i, :n] = torch.tensor(a)
         act_mask[i, :n] = 1
-    return Rollouts(input_ids, mask, act_pos, acts, act_mask, rewards.float())
+    return Rollouts(input_ids, mask, act_pos, act_ids, act_mask, rewards)
 
 
 class _LatentActor:

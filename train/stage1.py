@@ -14,9 +14,9 @@ from cola_models.config import BackboneSpec, ColaConfig
 from cola_models.errors import ColaError
 from cola_models.model import ColaModel, positions_from_mask
 
-from .common import freeze_all_but, load_weights, save_weights, task_generation_defaults
+from .common import freeze_all_but, run_phase, task_generation_defaults
 from .data import DataConfig, sample_batch, step_generator, tokenize, train_problems
-from .loop import OptimConfig, RunDir, config_dict, train_loop
+from .loop import OptimConfig, RunDir, config_dict
 from .losses import gumbel_softmax_st, masked_mean, neg_entropy, token_ce
 
 
@@ -151,7 +151,8 @@ def run_bc_phase(
     completion_only: bool,
     quiet: bool,
     description: str,
-) -> list[dict]:
+) -> dict:
+    """Behaviour-clone the policy onto IDM actions (stage 1b, and FTA-I's re-clone)."""
     params = freeze_all_but(model, model.policy)
 
     def step_fn(step, update):
@@ -160,17 +161,7 @@ def run_bc_phase(
         update(loss)
         return metrics
 
-    return train_loop(
-        run,
-        model,
-        params,
-        step_fn,
-        optim,
-        description=description,
-        save_model=save_weights,
-        load_model_state=load_weights,
-        quiet=quiet,
-    )
+    return run_phase(model, run, params, step_fn, optim, description=description, quiet=quiet)
 
 
 def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
@@ -182,49 +173,34 @@ def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
     model = build_cola(cfg.model, cfg.data.seed)
     examples = tokenize(model.tokenizer, train_problems(cfg.data), cfg.data.max_len)
 
-    idm_run = RunDir(out / "idm", "stage1-idm", config_dict(cfg))
-    if idm_run.done:
-        load_weights(model, idm_run.model_dir)
-    else:
-        params = freeze_all_but(model, model.idm, model.world)
+    def idm_step_fn(step, update):
+        b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=False)
+        loss, metrics = idm_step(model, b, cfg.model, step_generator(cfg.data.seed + 1, step))
+        update(loss)
+        return metrics
 
-        def step_fn(step, update):
-            b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=False)
-            loss, metrics = idm_step(model, b, cfg.model, step_generator(cfg.data.seed + 1, step))
-            update(loss)
-            return metrics
-
-        rows = train_loop(
-            idm_run,
+    summary = {
+        "idm": run_phase(
             model,
-            params,
-            step_fn,
+            RunDir(out / "idm", "stage1-idm", config_dict(cfg)),
+            freeze_all_but(model, model.idm, model.world),
+            idm_step_fn,
             cfg.idm_optim,
             description="stage1 IDM+WM",
-            save_model=save_weights,
-            load_model_state=load_weights,
             quiet=quiet,
-        )
-        save_weights(model, idm_run.model_dir)
-        idm_run.finish(rows[-1])
-
-    bc_run = RunDir(out / "bc", "stage1-bc", config_dict(cfg))
-    if bc_run.done:
-        load_weights(model, bc_run.model_dir)
-    else:
-        rows = run_bc_phase(
+        ),
+        "bc": run_bc_phase(
             model,
-            bc_run,
+            RunDir(out / "bc", "stage1-bc", config_dict(cfg)),
             examples,
             cfg.data,
             cfg.bc_optim,
             completion_only=False,
             quiet=quiet,
             description="stage1 BC policy",
-        )
-        save_weights(model, bc_run.model_dir)
-        bc_run.finish(rows[-1])
+        ),
+    }
     model.requires_grad_(False)
     model.save_pretrained(top.model_dir)
-    top.finish({"idm": idm_run.summary(), "bc": bc_run.summary()})
+    top.finish(summary)
     return top.model_dir

@@ -13,9 +13,9 @@ import torch
 from cola_models.errors import ColaError
 from cola_models.loading import load_cola_dir
 
-from .common import freeze_all_but, load_weights, save_weights
+from .common import freeze_all_but, run_phase
 from .data import DataConfig, sample_batch, tokenize, train_problems
-from .loop import OptimConfig, RunDir, config_dict, train_loop
+from .loop import OptimConfig, RunDir, config_dict
 from .losses import masked_mean, token_ce
 from .stage1 import features, run_bc_phase
 
@@ -69,51 +69,34 @@ def run_stage2(cfg: Stage2Run, out: str | Path, *, quiet: bool = False) -> Path:
     model = load_cola_dir(Path(cfg.model.model))
     examples = tokenize(model.tokenizer, train_problems(cfg.data), cfg.data.max_len)
 
-    wm_run = RunDir(out / "wm", "stage2-wm", config_dict(cfg))
-    if wm_run.done:
-        load_weights(model, wm_run.model_dir)
-    else:
-        params = freeze_all_but(model, model.backbone)
+    def wm_step_fn(step, update):
+        b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=True)
+        loss, metrics = wm_step(model, b, cfg.model.guidance)
+        update(loss)
+        return metrics
 
-        def step_fn(step, update):
-            b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=True)
-            loss, metrics = wm_step(model, b, cfg.model.guidance)
-            update(loss)
-            return metrics
-
-        rows = train_loop(
-            wm_run,
+    summary = {
+        "wm": run_phase(
             model,
-            params,
-            step_fn,
+            RunDir(out / "wm", "stage2-wm", config_dict(cfg)),
+            freeze_all_but(model, model.backbone),
+            wm_step_fn,
             cfg.wm_optim,
             description="stage2 world model",
-            save_model=save_weights,
-            load_model_state=load_weights,
             quiet=quiet,
         )
-        save_weights(model, wm_run.model_dir)
-        wm_run.finish(rows[-1])
-
-    summary = {"wm": wm_run.summary()}
+    }
     if cfg.model.guidance == "idm":
-        bc_run = RunDir(out / "bc", "stage2-bc", config_dict(cfg))
-        if bc_run.done:
-            load_weights(model, bc_run.model_dir)
-        else:
-            rows = run_bc_phase(
-                model,
-                bc_run,
-                examples,
-                cfg.data,
-                cfg.bc_optim,
-                completion_only=True,
-                quiet=quiet,
-                description="stage2 re-clone policy",
-            )
-            save_weights(model, bc_run.model_dir)
-            bc_run.finish(rows[-1])
-        summary["bc"] = bc_run.summary()
+        summary["bc"] = run_bc_phase(
+            model,
+            RunDir(out / "bc", "stage2-bc", config_dict(cfg)),
+            examples,
+            cfg.data,
+            cfg.bc_optim,
+            completion_only=True,
+            quiet=quiet,
+            description="stage2 re-clone policy",
+        )
     model.requires_grad_(False)
     model.save_pretrained(top.model_dir)
     top.finish(summary)
