@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .backend import Backend
 from .result import SearchResult
+from .steps import expand_steps
 from .tree import ROOT, Tree
 
 ValueFn = Callable[[list[list[int]], list[bool]], list[float]]
@@ -57,7 +58,6 @@ def beam_search(
     beams = [[_Hyp([], ROOT)] for _ in prompts]
     pools: list[list[_Hyp]] = [[] for _ in prompts]
     spent = [0] * len(prompts)
-    eos = backend.eos_id
 
     for _ in range(cfg.max_steps):
         live = [
@@ -68,46 +68,24 @@ def beam_search(
         ]
         if not live:
             break
-        prefixes = [prompts[i] + h.tokens for i, h in live]
-        prior = backend.prior(prefixes)
-        for (i, _), c in zip(live, backend.last_costs):
-            spent[i] += c
-        k = min(cfg.expand_k, backend.n_actions)
-        top = prior.logits.float().topk(k, dim=-1)  # [B, k]
-        probs = prior.logits.float().softmax(-1)
-        first = backend.expand(prefixes, top.indices)  # [B, k]
-        cands: list[tuple[int, _Hyp, int, int, float]] = []  # (problem, parent, action, token, p)
-        for row, (i, h) in enumerate(live):
-            seen: set[int] = set()
-            for j in range(k):
-                t = int(first[row, j])
-                if t not in seen:
-                    seen.add(t)
-                    a = int(top.indices[row, j])
-                    cands.append((i, h, a, t, float(probs[row, a])))
-        conts: list[list[int]] = [[] for _ in cands]
-        grow = [
-            n
-            for n, (_, h, _, t, _) in enumerate(cands)
-            if cfg.step_tokens > 0 and t != eos and len(h.tokens) + 1 < cfg.max_new_tokens
-        ]
-        if grow:
-            outs = backend.rollout(
-                [prompts[cands[n][0]] + cands[n][1].tokens + [cands[n][3]] for n in grow],
-                min(cfg.step_tokens, cfg.max_new_tokens),
-                sample=False,
-                stop=cfg.step_stop,
-            )
-            for n, out, c in zip(grow, outs, backend.last_costs):
-                conts[n] = out
-                spent[cands[n][0]] += c
+        steps, costs, _ = expand_steps(
+            backend,
+            [prompts[i] + h.tokens for i, h in live],
+            k=cfg.expand_k,
+            step_tokens=cfg.step_tokens,
+            stop=cfg.step_stop,
+            room=[cfg.max_new_tokens - len(h.tokens) for _, h in live],
+        )
         new_hyps: list[tuple[int, _Hyp]] = []
-        for n, (i, h, a, t, p) in enumerate(cands):
-            step = [t] + conts[n]
-            toks = (h.tokens + step)[: cfg.max_new_tokens]
-            done = eos in step or len(toks) >= cfg.max_new_tokens
-            node = trees[i].add_child(h.node, a, step, prior=p, terminal=eos in step)
-            new_hyps.append((i, _Hyp(toks, node, done=done)))
+        for (i, h), row_steps, c in zip(live, steps, costs):
+            spent[i] += c
+            for st in row_steps:
+                toks = h.tokens + st.tokens
+                done = st.terminal or len(toks) >= cfg.max_new_tokens
+                node = trees[i].add_child(
+                    h.node, st.action, st.tokens, prior=st.prior, terminal=st.terminal
+                )
+                new_hyps.append((i, _Hyp(toks, node, done=done)))
         values = value_fn(
             [prompts[i] + h.tokens for i, h in new_hyps], [h.done for _, h in new_hyps]
         )

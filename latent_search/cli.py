@@ -82,7 +82,7 @@ def solve(
         str, typer.Option(help="Bundled name, checkpoint directory or preset.")
     ] = "tiny-arith",
     search: Annotated[
-        str, typer.Option(help="greedy | sample | best-of-n | beam | mcts-q")
+        str, typer.Option(help="greedy | sample | best-of-n | beam | mcts | mcts-q")
     ] = "greedy",
     budget: Annotated[int | None, typer.Option(help="Model tokens per problem (search).")] = None,
     scorer: Annotated[str, typer.Option(help="Gold-free rollout scorer: q | vote.")] = "q",

@@ -10,11 +10,12 @@ import torch
 from .backend import Backend
 from .baselines import BestOfNConfig, best_of_n, decode_once
 from .beam import BeamConfig, beam_search, q_value_fn
+from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
 from .result import SearchResult
 from .scorers import q_value_scorer
 
-ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts-q")
+ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class SearchSpec:
     n: int = 8
     """Samples of best-of-n."""
     rounds: int = 32
-    """Selection rounds of mcts-q."""
+    """Selection rounds of mcts-q; simulations of mcts."""
     scorer: str = "q"
     """How rollouts / samples are scored without the gold answer: "q" (the Q head) or "vote"."""
     seed: int = 0
@@ -68,6 +69,15 @@ def run_search(
             select="value" if spec.scorer == "q" or getattr(scorer, "oracle", False) else "vote",
         )
         return best_of_n(backend, prompts, cfg, generator=g, scorer=scorer, answer_fn=answer_fn)
+    if spec.algorithm == "mcts":
+        if spec.scorer != "q":
+            raise ValueError(
+                "mcts evaluates leaves with the Q head; --scorer vote is not supported"
+            )
+        mcfg = MCTSConfig(
+            simulations=spec.rounds, max_new_tokens=spec.max_new_tokens, budget=spec.budget
+        )
+        return mcts(backend, prompts, mcfg, q_value_fn(backend))
     if spec.algorithm == "beam":
         if spec.scorer != "q":
             raise ValueError("beam ranks hypotheses by the Q head; --scorer vote is not supported")

@@ -93,7 +93,7 @@ def test_solve_budget_and_search_errors():
 
 
 def test_every_search_runs_from_the_cli(tmp_path):
-    for search in ("greedy", "sample", "best-of-n", "beam", "mcts-q"):
+    for search in ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q"):
         out = tmp_path / f"{search}.json"
         result = runner.invoke(
             app,
@@ -116,4 +116,4 @@ def test_every_search_runs_from_the_cli(tmp_path):
         assert result.exit_code == 0, (search, result.output)
         summary = json.loads(result.output)
         assert summary["search"] == search and summary["tokens"] > 0
-        assert out.is_file() == (search in ("beam", "mcts-q"))
+        assert out.is_file() == (search in ("beam", "mcts", "mcts-q"))
