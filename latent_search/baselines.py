@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .backend import Backend
 from .result import SearchResult, is_oracle
-from .scorers import vote_scores
+from .scorers import model_costs, vote_scores
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def best_of_n(
         if scorer is None:
             raise ValueError("value selection needs a scorer")
         scores = scorer([p + o for p, o in zip(flat, outs)])
-        for i, c in enumerate(backend.last_costs):
+        for i, c in enumerate(model_costs(scorer, len(flat))):
             costs[i] += c
     secs = (time.perf_counter() - t0) / max(1, len(prompts))
     results = []

@@ -9,16 +9,13 @@ ranked by the value of their newest state; finished ones leave the beam for a po
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backend import Backend
 from .result import SearchResult
+from .scorers import ValueFn, model_costs
 from .steps import expand_steps
 from .tree import ROOT, Tree
-
-ValueFn = Callable[[list[list[int]], list[bool]], list[float]]
-"""(full sequences, finished flags) -> value of each sequence's newest state."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +86,8 @@ def beam_search(
         values = value_fn(
             [prompts[i] + h.tokens for i, h in new_hyps], [h.done for _, h in new_hyps]
         )
+        for (i, _), c in zip(new_hyps, model_costs(value_fn, len(new_hyps))):
+            spent[i] += c
         for (i, h), v in zip(new_hyps, values):
             h.score = float(v)
             trees[i].value[h.node] = h.score
@@ -125,19 +124,3 @@ def beam_search(
             )
         )
     return results
-
-
-def q_value_fn(backend: Backend) -> ValueFn:
-    """V(s) = max_a Q(s, a) at the newest state (for a finished sequence: the state before its
-    last token, whose Q estimates the terminal reward)."""
-
-    def value(seqs: list[list[int]], done: list[bool]) -> list[float]:
-        if not seqs:
-            return []
-        states = [s[:-1] if d and len(s) > 1 else s for s, d in zip(seqs, done)]
-        prior = backend.prior(states)
-        if prior.q is None:
-            raise ValueError("beam search ranks by the Q head; this model has none")
-        return prior.q.float().max(-1).values.tolist()
-
-    return value

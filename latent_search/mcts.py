@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from .backend import Backend
-from .beam import ValueFn
 from .result import SearchResult
+from .scorers import ValueFn, model_costs
 from .steps import expand_steps
 from .tree import ROOT, Tree
 
@@ -90,6 +90,8 @@ def mcts(
                     )
         done = [trees[i].terminal[n] or trees[i].depth[n] >= cfg.max_new_tokens for i, n in leaves]
         values = value_fn([trees[i].prefix(n) for i, n in leaves], done)
+        for (i, _), c in zip(leaves, model_costs(value_fn, len(leaves))):
+            spent[i] += c
         for (i, n), v in zip(leaves, values):
             for m in trees[i].path(n):
                 trees[i].visits[m] += 1

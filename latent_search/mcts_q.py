@@ -18,6 +18,7 @@ import torch
 
 from .backend import Backend
 from .result import Scorer, SearchResult, is_oracle
+from .scorers import model_costs
 from .tree import ROOT, Tree
 
 
@@ -148,6 +149,8 @@ def mcts_q(
             if trees[i].rollout[n] is None:
                 trees[i].rollout[n] = []
         scores = scorer([trees[i].prefix(n) + trees[i].rollout[n] for i, n in items])
+        for (i, _), c in zip(items, model_costs(scorer, len(items))):
+            spent[i] += c
         for (i, n), s in zip(items, scores):
             trees[i].reward[n] = float(s)
 

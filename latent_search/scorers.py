@@ -11,6 +11,35 @@ from collections.abc import Callable
 
 from .backend import Backend
 
+ValueFn = Callable[[list[list[int]], list[bool]], list[float]]
+"""(full sequences, finished flags) -> value of each sequence's newest state."""
+
+
+def model_costs(fn, n: int) -> list[int]:
+    """Model tokens the last call of a scorer / value function cost per row (0 if it ran none)."""
+    costs = getattr(fn, "last_costs", None)
+    return list(costs) if costs is not None and len(costs) == n else [0] * n
+
+
+def q_value_fn(backend: Backend) -> ValueFn:
+    """V(s) = max_a Q(s, a) at the newest state (for a finished sequence: the state before its
+    last token, whose Q estimates the terminal reward). ``backend`` may be another model's than
+    the search's (a CoLA Q head valuing token-level search); its tokens are charged either way."""
+
+    def value(seqs: list[list[int]], done: list[bool]) -> list[float]:
+        if not seqs:
+            value.last_costs = []
+            return []
+        states = [s[:-1] if d and len(s) > 1 else s for s, d in zip(seqs, done)]
+        prior = backend.prior(states)
+        value.last_costs = list(backend.last_costs)
+        if prior.q is None:
+            raise ValueError("this search ranks by a Q head and the model has none (--value-model)")
+        return prior.q.float().max(-1).values.tolist()
+
+    value.last_costs = []
+    return value
+
 
 def q_value_scorer(backend: Backend) -> Callable[[list[list[int]]], list[float]]:
     """Score a finished sequence by max_a Q(s, a) at the state before its last token: the Q-model's
@@ -20,11 +49,13 @@ def q_value_scorer(backend: Backend) -> Callable[[list[list[int]]], list[float]]
         if not seqs:
             return []
         prior = backend.prior([s[:-1] if len(s) > 1 else s for s in seqs])
+        score.last_costs = list(backend.last_costs)
         if prior.q is None:
             raise ValueError("the model has no Q head; use --scorer vote")
         return [min(1.0, max(0.0, float(v))) for v in prior.q.max(-1).values]
 
     score.oracle = False
+    score.last_costs = []
     return score
 
 

@@ -9,11 +9,11 @@ import torch
 
 from .backend import Backend
 from .baselines import BestOfNConfig, best_of_n, decode_once
-from .beam import BeamConfig, beam_search, q_value_fn
+from .beam import BeamConfig, beam_search
 from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
 from .result import SearchResult
-from .scorers import q_value_scorer
+from .scorers import q_value_fn, q_value_scorer
 
 ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
 

@@ -33,3 +33,19 @@ def test_token_backend_on_a_plain_lm(tiny_cola):
     assert torch.equal(be.expand([[1, 50]], torch.tensor([[7, 8]])), torch.tensor([[7, 8]]))
     outs = be.rollout([[1, 50]], 5, sample=False)
     assert len(outs[0]) == 5
+
+
+def test_per_problem_tokens_add_up_to_all_model_work(tiny_cola):
+    import pytest
+
+    from latent_search.search import ALGORITHMS, SearchSpec, run_search
+
+    prompts = [[1, 40, 41], [1, 50, 51, 52]]
+    for algorithm in ALGORITHMS:
+        be = TorchBackend(tiny_cola)
+        spec = SearchSpec(algorithm=algorithm, max_new_tokens=6, n=3, rounds=4)
+        results = run_search(be, prompts, spec, answer_fn=lambda t: t[:1])
+        assert sum(r.tokens_used for r in results) == be.usage.tokens, algorithm
+        assert all(r.tokens_used > 0 for r in results)
+    with pytest.raises(ValueError, match="unknown search"):
+        SearchSpec(algorithm="dfs")
