@@ -89,6 +89,9 @@ def solve(
     max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the action sampler.")] = 0,
     tree_out: Annotated[Path | None, typer.Option(help="Write the search tree (JSON).")] = None,
+    value_model: Annotated[
+        str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Solve one problem with a model (CoLA: latent actions; plain LM: tokens)."""
@@ -101,6 +104,7 @@ def solve(
         seed=seed,
         budget=budget,
         scorer=scorer,
+        value_model=value_model,
     )
     result = solve_question(question, cfg, tree_out=str(tree_out) if tree_out else None)
     if as_json:

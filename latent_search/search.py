@@ -52,16 +52,19 @@ def run_search(
     *,
     answer_fn: Callable[[str], str | None] | None = None,
     scorer=None,
+    value_backend: Backend | None = None,
 ) -> list[SearchResult]:
     """Run ``spec.algorithm`` on every prompt (batched). ``scorer`` overrides the gold-free
-    scorer (an oracle must carry ``oracle = True``)."""
+    scorer (an oracle must carry ``oracle = True``). ``value_backend`` supplies the Q head when
+    the searched model has none (token-level search valued by a CoLA model's Q head)."""
+    vb = value_backend or backend
     g = torch.Generator().manual_seed(spec.seed)
     if spec.algorithm in ("greedy", "sample"):
         return decode_once(
             backend, prompts, spec.max_new_tokens, sample=spec.algorithm == "sample", generator=g
         )
     if scorer is None and spec.scorer == "q":
-        scorer = q_value_scorer(backend)
+        scorer = q_value_scorer(vb)
     if spec.algorithm == "best-of-n":
         cfg = BestOfNConfig(
             n=spec.n,
@@ -77,12 +80,12 @@ def run_search(
         mcfg = MCTSConfig(
             simulations=spec.rounds, max_new_tokens=spec.max_new_tokens, budget=spec.budget
         )
-        return mcts(backend, prompts, mcfg, q_value_fn(backend))
+        return mcts(backend, prompts, mcfg, q_value_fn(vb))
     if spec.algorithm == "beam":
         if spec.scorer != "q":
             raise ValueError("beam ranks hypotheses by the Q head; --scorer vote is not supported")
         cfg = BeamConfig(max_new_tokens=spec.max_new_tokens, budget=spec.budget)
-        return beam_search(backend, prompts, cfg, q_value_fn(backend))
+        return beam_search(backend, prompts, cfg, q_value_fn(vb))
     if scorer is None:
         raise ValueError(
             "mcts-q scores its rollouts with the Q head; --scorer vote is not supported"

@@ -16,6 +16,8 @@ class SolveConfig:
     seed: int = 0
     budget: int | None = None
     scorer: str = "q"
+    value_model: str | None = None
+    """A CoLA model whose Q head values a token-level search of a plain LM (same tokenizer)."""
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
@@ -54,7 +56,26 @@ def solve_question(question: str, cfg: SolveConfig, *, tree_out: str | None = No
         scorer=cfg.scorer,
     )
     start = time.perf_counter()
-    (res,) = run_search(TorchBackend(model), [ids], spec, answer_fn=extract_answer)
+    value_backend = None
+    if cfg.value_model:
+        value = cm.load_model(cfg.value_model)
+        if getattr(value, "q", None) is None:
+            raise ValueError(f"--value-model {cfg.value_model} has no Q head")
+        if value.tokenizer.get_vocab() != model.tokenizer.get_vocab():
+            raise ValueError("--value-model must share the searched model's tokenizer")
+        value_backend = TorchBackend(value)
+    elif (
+        model.kind == "lm"
+        and cfg.search in ("beam", "mcts", "mcts-q")
+        or (model.kind == "lm" and cfg.search == "best-of-n" and cfg.scorer == "q")
+    ):
+        raise ValueError(
+            f"token-level {cfg.search} of a plain LM needs --value-model (a CoLA model with a Q head)"
+            " or, for best-of-n, --scorer vote"
+        )
+    (res,) = run_search(
+        TorchBackend(model), [ids], spec, answer_fn=extract_answer, value_backend=value_backend
+    )
     if tree_out and res.tree is not None:
         res.tree.meta["question"] = question
         res.tree.save(tree_out)
