@@ -24,9 +24,9 @@ def moving(values: list[float], k: int = 5) -> list[float]:
     ]
 
 
-def time_to_reward(rows: list[dict], target: float, k: int = 5) -> float | None:
-    avg = moving([r["reward"] for r in rows], k)
-    return next((r["time"] for r, a in zip(rows, avg) if a >= target), None)
+def time_to_reward(rows: list[dict], target: float) -> float | None:
+    """Training seconds until held-out greedy accuracy (eval_reward) first reaches ``target``."""
+    return next((r["time"] for r in rows if r.get("eval_reward", -1) >= target), None)
 
 
 def main() -> None:
@@ -45,8 +45,12 @@ def main() -> None:
     ppl = {name: lm_perplexity(load_model(out / "models" / name), held) for name in report}
     idm = _rows(out / "stage1" / "idm" / "metrics.jsonl")[-1]
     rl, tok = _rows(out / "rl" / "metrics.jsonl"), _rows(out / "token-rl" / "metrics.jsonl")
-    # "Same reward": the lower of the two runs' best 5-step moving-average training reward.
-    target = min(max(moving([r["reward"] for r in rl])), max(moving([r["reward"] for r in tok])))
+    # "Same reward": the lower of the two runs' best held-out greedy accuracy (eval_reward, a
+    # fixed test-split set; per-step training reward depends on which problems were drawn).
+    def best(rows):
+        return max(r["eval_reward"] for r in rows if "eval_reward" in r)
+
+    target = min(best(rl), best(tok))
     summary = {
         "accuracy": {n: {t: r[t]["accuracy"] for t in r} for n, r in report.items()},
         "n": {t: r["n"] for t, r in next(iter(report.values())).items()},
@@ -58,6 +62,10 @@ def main() -> None:
             "token": time_to_reward(tok, target),
         },
         "rl_seconds_total": {"latent": rl[-1]["time"], "token": tok[-1]["time"]},
+        "eval_reward": {
+            name: [(r["step"], r["time"], r["eval_reward"]) for r in rows if "eval_reward" in r]
+            for name, rows in (("latent", rl), ("token", tok))
+        },
     }
     print(json.dumps(summary, indent=2))
     if args.json:
