@@ -45,6 +45,7 @@ def main() -> None:
     ppl = {name: lm_perplexity(load_model(out / "models" / name), held) for name in report}
     idm = _rows(out / "stage1" / "idm" / "metrics.jsonl")[-1]
     rl, tok = _rows(out / "rl" / "metrics.jsonl"), _rows(out / "token-rl" / "metrics.jsonl")
+
     # "Same reward": the lower of the two runs' best held-out greedy accuracy (eval_reward, a
     # fixed test-split set; per-step training reward depends on which problems were drawn).
     def best(rows):

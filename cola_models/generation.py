@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from .errors import ColaError
-from .model import ColaModel
 from .sampling import sample_logits, uniform_actions
 from .tokenizer import encode, left_pad, pad_id
 
@@ -63,10 +62,10 @@ class GenerationOutput:
         return self.prefill_tokens + self.decode_tokens
 
 
-class _ColaDecoder:
-    """Acts with latent actions: the policy picks a_t, the world model decodes x_{t+1}."""
+class _Decoder:
+    """One step of a generation loop: ``choose`` the next tokens (and the actions behind them)."""
 
-    def __init__(self, model: ColaModel, cfg: GenerationConfig, generator) -> None:
+    def __init__(self, model, cfg: GenerationConfig, generator) -> None:
         self.model, self.cfg, self.generator = model, cfg, generator
 
     def start(self, ids: Tensor, mask: Tensor):
@@ -74,6 +73,10 @@ class _ColaDecoder:
 
     def advance(self, state, tokens: Tensor):
         return self.model.advance(state, tokens)
+
+
+class _ColaDecoder(_Decoder):
+    """Acts with latent actions: the policy picks a_t, the world model decodes x_{t+1}."""
 
     def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cfg, model = self.cfg, self.model
@@ -98,19 +101,10 @@ class _ColaDecoder:
         return tokens, actions, logps
 
 
-class _TokenDecoder:
+class _TokenDecoder(_Decoder):
     """Acts with tokens (a plain LM): the token *is* the action, so ``cfg.action`` decides:
     "greedy" argmax, "sample" with action_temperature (default 1) / action_top_k (default all),
     "uniform" random tokens (the random-token control)."""
-
-    def __init__(self, model, cfg: GenerationConfig, generator) -> None:
-        self.model, self.cfg, self.generator = model, cfg, generator
-
-    def start(self, ids: Tensor, mask: Tensor):
-        return self.model.start(ids, mask)
-
-    def advance(self, state, tokens: Tensor):
-        return self.model.advance(state, tokens)
 
     def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cfg, logits = self.cfg, state.logits  # [b, V]

@@ -68,3 +68,11 @@ def run_phase(
         save_weights(model, run.model_dir)
         run.finish(rows[-1])
     return run.summary()
+
+
+def finish_stage(model: nn.Module, run, summary: dict) -> Path:
+    """Freeze, save the stage's model to ``run.model_dir`` and mark the run done."""
+    model.requires_grad_(False)
+    model.save_pretrained(run.model_dir)
+    run.finish(summary)
+    return run.model_dir

@@ -14,7 +14,7 @@ from cola_models.config import BackboneSpec, ColaConfig
 from cola_models.errors import ColaError
 from cola_models.model import ColaModel, positions_from_mask
 
-from .common import freeze_all_but, run_phase, task_generation_defaults
+from .common import finish_stage, freeze_all_but, run_phase, task_generation_defaults
 from .data import DataConfig, sample_batch, step_generator, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict
 from .losses import gumbel_softmax_st, masked_mean, neg_entropy, token_ce
@@ -200,7 +200,4 @@ def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
             description="stage1 BC policy",
         ),
     }
-    model.requires_grad_(False)
-    model.save_pretrained(top.model_dir)
-    top.finish(summary)
-    return top.model_dir
+    return finish_stage(model, top, summary)

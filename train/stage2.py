@@ -13,7 +13,7 @@ import torch
 from cola_models.errors import ColaError
 from cola_models.loading import load_cola_dir
 
-from .common import freeze_all_but, run_phase
+from .common import finish_stage, freeze_all_but, run_phase
 from .data import DataConfig, sample_batch, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict
 from .losses import masked_mean, token_ce
@@ -97,7 +97,4 @@ def run_stage2(cfg: Stage2Run, out: str | Path, *, quiet: bool = False) -> Path:
             quiet=quiet,
             description="stage2 re-clone policy",
         )
-    model.requires_grad_(False)
-    model.save_pretrained(top.model_dir)
-    top.finish(summary)
-    return top.model_dir
+    return finish_stage(model, top, summary)
