@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+import torch
+
 from .backend import Backend
 
 ValueFn = Callable[[list[list[int]], list[bool]], list[float]]
@@ -21,9 +23,15 @@ def model_costs(fn, n: int) -> list[int]:
     return list(costs) if costs is not None and len(costs) == n else [0] * n
 
 
+def state_values(prior) -> torch.Tensor:
+    """V(s) = sum_a pi(a | s) Q(s, a) [B]. Deviation from max_a Q: the Q head is trained offline
+    on the actions the policy takes, so a max over all K also ranges over untrained values."""
+    return (prior.logits.float().softmax(-1) * prior.q.float()).sum(-1)
+
+
 def q_value_fn(backend: Backend) -> ValueFn:
-    """V(s) = max_a Q(s, a) at the newest state (for a finished sequence: the state before its
-    last token, whose Q estimates the terminal reward). ``backend`` may be another model's than
+    """V(s) (policy-weighted Q, see state_values) at the newest state (for a finished sequence:
+    the state before its last token, whose Q estimates the terminal reward). ``backend`` may be another model's than
     the search's (a CoLA Q head valuing token-level search); its tokens are charged either way."""
 
     def value(seqs: list[list[int]], done: list[bool]) -> list[float]:
@@ -35,14 +43,14 @@ def q_value_fn(backend: Backend) -> ValueFn:
         value.last_costs = list(backend.last_costs)
         if prior.q is None:
             raise ValueError("this search ranks by a Q head and the model has none (--value-model)")
-        return prior.q.float().max(-1).values.tolist()
+        return state_values(prior).tolist()
 
     value.last_costs = []
     return value
 
 
 def q_value_scorer(backend: Backend) -> Callable[[list[list[int]]], list[float]]:
-    """Score a finished sequence by max_a Q(s, a) at the state before its last token: the Q-model's
+    """Score a finished sequence by V(s) at the state before its last token: the Q-model's
     estimate of the terminal reward of what has been written (clipped to [0, 1])."""
 
     def score(seqs: list[list[int]]) -> list[float]:
@@ -52,7 +60,7 @@ def q_value_scorer(backend: Backend) -> Callable[[list[list[int]]], list[float]]
         score.last_costs = list(backend.last_costs)
         if prior.q is None:
             raise ValueError("the model has no Q head; use --scorer vote")
-        return [min(1.0, max(0.0, float(v))) for v in prior.q.max(-1).values]
+        return [min(1.0, max(0.0, float(v))) for v in state_values(prior)]
 
     score.oracle = False
     score.last_costs = []
