@@ -2,7 +2,7 @@
 
 Edges are steps (see steps.py). Each simulation walks down by PUCT, expands the leaf (its children
 come from one backbone step plus batched greedy step completions), evaluates the leaf with the
-value function (max_a Q(s, a)), and backs the value up as a running mean. One simulation per
+value function (policy-weighted Q), and backs the value up as a running mean. One simulation per
 problem per round; all leaves of all problems share each model call.
 """
 
