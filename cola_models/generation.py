@@ -65,6 +65,18 @@ class GenerationOutput:
 class _Decoder:
     """One step of a generation loop: ``choose`` the next tokens (and the actions behind them)."""
 
+    def _act(self, logits: Tensor, forced: Tensor, temperature: float, top_k: int):
+        """Pick one action per row of logits [b, N] by ``cfg.action`` (forced >= 0 wins) and
+        return (actions [b], their log-prob under the raw distribution [b])."""
+        if self.cfg.action == "greedy":
+            acts = logits.argmax(-1)
+        elif self.cfg.action == "uniform":
+            acts = uniform_actions(logits.shape[0], logits.shape[1], logits.device, self.generator)
+        else:
+            acts = sample_logits(logits, temperature, top_k, self.generator)
+        acts = torch.where(forced >= 0, forced, acts)
+        return acts, logits.float().log_softmax(-1).gather(-1, acts[:, None])[:, 0]
+
     def __init__(self, model, cfg: GenerationConfig, generator) -> None:
         self.model, self.cfg, self.generator = model, cfg, generator
 
@@ -80,19 +92,9 @@ class _ColaDecoder(_Decoder):
 
     def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cfg, model = self.cfg, self.model
-        logits = state.policy_logits  # [b, K]
-        if cfg.action == "greedy":
-            actions = logits.argmax(-1)
-        elif cfg.action == "uniform":
-            actions = uniform_actions(
-                logits.shape[0], logits.shape[1], logits.device, self.generator
-            )
-        else:
-            temperature = cfg.action_temperature or model.config.action_temperature
-            top_k = model.config.action_top_k if cfg.action_top_k is None else cfg.action_top_k
-            actions = sample_logits(logits, temperature, top_k, self.generator)
-        actions = torch.where(forced >= 0, forced, actions)
-        logps = logits.float().log_softmax(-1).gather(-1, actions[:, None])[:, 0]
+        temperature = cfg.action_temperature or model.config.action_temperature
+        top_k = model.config.action_top_k if cfg.action_top_k is None else cfg.action_top_k
+        actions, logps = self._act(state.policy_logits, forced, temperature, top_k)  # [b, K]
         token_logits = model.next_token_logits(state, actions[:, None])[:, 0]  # [b, V]
         if cfg.token == "greedy":
             tokens = token_logits.argmax(-1)
@@ -107,19 +109,10 @@ class _TokenDecoder(_Decoder):
     "uniform" random tokens (the random-token control)."""
 
     def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        cfg, logits = self.cfg, state.logits  # [b, V]
-        if cfg.action == "greedy":
-            tokens = logits.argmax(-1)
-        elif cfg.action == "uniform":
-            tokens = uniform_actions(
-                logits.shape[0], logits.shape[1], logits.device, self.generator
-            )
-        else:
-            tokens = sample_logits(
-                logits, cfg.action_temperature or 1.0, cfg.action_top_k or 0, self.generator
-            )
-        tokens = torch.where(forced >= 0, forced, tokens)
-        logps = logits.float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+        cfg = self.cfg
+        tokens, logps = self._act(
+            state.logits, forced, cfg.action_temperature or 1.0, cfg.action_top_k or 0
+        )  # [b, V]
         return tokens, tokens, logps
 
 
