@@ -150,6 +150,29 @@ def train(
         typer.echo(f"done: {json.dumps(result)[:2000]}")
 
 
+@app.command()
+@user_errors
+def viz(
+    tree: Annotated[Path, typer.Argument(help="A tree JSON written by `solve --tree-out`.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output file: .html (interactive), .svg / .png, .dot, .graphml."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="html | svg | png | dot | graphml | text (default: from --out)."),
+    ] = None,
+    max_depth: Annotated[int, typer.Option(help="Depth limit of svg/png/dot/text.")] = 12,
+    max_width: Annotated[int, typer.Option(help="Children shown per node in svg/png/dot/text.")] = 8,
+) -> None:
+    """Render a search tree: a self-contained HTML viewer, a graph export, or a terminal view."""
+    from latent_search.viz import export
+
+    written = export(tree, out=out, fmt=fmt, max_depth=max_depth, max_width=max_width)
+    if written is not None:
+        typer.echo(f"wrote {written}")
+
+
 def main() -> None:
     try:
         app()
