@@ -74,6 +74,40 @@ def models(
     Console().print(table)
 
 
+# Options shared by solve, eval and compare: what to search with and how hard.
+SearchOpt = Annotated[str, typer.Option(help="greedy | sample | best-of-n | beam | mcts | mcts-q")]
+BudgetOpt = Annotated[int | None, typer.Option(help="Cap on model tokens per problem.")]
+ScorerOpt = Annotated[str, typer.Option(help="Gold-free rollout scorer: q | vote.")]
+RoundsOpt = Annotated[int, typer.Option(help="mcts simulations / mcts-q selection rounds.")]
+NOpt = Annotated[int, typer.Option("--n", help="best-of-n samples.")]
+WidthOpt = Annotated[int, typer.Option(help="beam width.")]
+ExpandOpt = Annotated[int, typer.Option(help="Actions tried per node (beam, mcts).")]
+GumbelOpt = Annotated[bool, typer.Option(help="mcts: Gumbel root selection.")]
+ValueModelOpt = Annotated[
+    str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
+]
+BackendOpt = Annotated[str, typer.Option(help="Model backend: torch | vllm.")]
+
+
+def search_spec(
+    search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
+):
+    from latent_search.search import SearchSpec
+
+    return SearchSpec(
+        algorithm=search,
+        budget=budget,
+        max_new_tokens=max_new_tokens,
+        n=n,
+        rounds=rounds,
+        scorer=scorer,
+        seed=seed,
+        beam_width=beam_width,
+        expand_k=expand_k,
+        gumbel=gumbel,
+    )
+
+
 @app.command()
 @user_errors
 def solve(
@@ -81,32 +115,41 @@ def solve(
     model: Annotated[
         str, typer.Option(help="Bundled name, checkpoint directory or preset.")
     ] = "tiny-arith",
-    search: Annotated[
-        str, typer.Option(help="greedy | sample | best-of-n | beam | mcts | mcts-q")
-    ] = "greedy",
-    budget: Annotated[int | None, typer.Option(help="Model tokens per problem (search).")] = None,
-    scorer: Annotated[str, typer.Option(help="Gold-free rollout scorer: q | vote.")] = "q",
+    search: SearchOpt = "greedy",
+    budget: BudgetOpt = None,
+    scorer: ScorerOpt = "q",
     max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the action sampler.")] = 0,
-    tree_out: Annotated[Path | None, typer.Option(help="Write the search tree (JSON).")] = None,
-    value_model: Annotated[
-        str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
+    rounds: RoundsOpt = 32,
+    n: NOpt = 8,
+    beam_width: WidthOpt = 4,
+    expand_k: ExpandOpt = 4,
+    gumbel: GumbelOpt = False,
+    tree_out: Annotated[
+        Path | None, typer.Option(help="Write the search tree (JSON; mcts/mcts-q: every round).")
     ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue an mcts/mcts-q search from its saved tree.")
+    ] = None,
+    viz: Annotated[Path | None, typer.Option(help="Also render the tree (e.g. tree.html).")] = None,
+    value_model: ValueModelOpt = None,
+    backend: BackendOpt = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Solve one problem with a model (CoLA: latent actions; plain LM: tokens)."""
     from latent_search.solve import SolveConfig, solve_question
 
-    cfg = SolveConfig(
-        model=model,
-        search=search,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        budget=budget,
-        scorer=scorer,
-        value_model=value_model,
+    spec = search_spec(
+        search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
     )
-    result = solve_question(question, cfg, tree_out=str(tree_out) if tree_out else None)
+    cfg = SolveConfig(model=model, search=spec, value_model=value_model, backend=backend)
+    result = solve_question(
+        question,
+        cfg,
+        tree_out=str(tree_out) if tree_out else None,
+        resume=str(resume) if resume else None,
+        viz=str(viz) if viz else None,
+    )
     if as_json:
         emit_json(result)
     else:
@@ -160,10 +203,14 @@ def viz(
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="html | svg | png | dot | graphml | text (default: from --out)."),
+        typer.Option(
+            "--format", help="html | svg | png | dot | graphml | text (default: from --out)."
+        ),
     ] = None,
     max_depth: Annotated[int, typer.Option(help="Depth limit of svg/png/dot/text.")] = 12,
-    max_width: Annotated[int, typer.Option(help="Children shown per node in svg/png/dot/text.")] = 8,
+    max_width: Annotated[
+        int, typer.Option(help="Children shown per node in svg/png/dot/text.")
+    ] = 8,
 ) -> None:
     """Render a search tree: a self-contained HTML viewer, a graph export, or a terminal view."""
     from latent_search.viz import export

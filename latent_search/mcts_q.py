@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -127,9 +128,10 @@ def mcts_q(
     scorer: Scorer,
     *,
     trees: list[Tree] | None = None,
-    on_round=None,
+    on_round: Callable[[list[Tree]], None] | None = None,
 ) -> list[SearchResult]:
-    """Run MCTS-Q on every prompt in lockstep. ``trees`` resumes saved searches."""
+    """Run MCTS-Q on every prompt in lockstep. ``trees`` resumes saved searches;
+    ``on_round(trees)`` runs after every round (to checkpoint them)."""
     t0 = time.perf_counter()
     trees = trees or [Tree(prompt_tokens=list(p)) for p in prompts]
     spent = [int(t.meta.get("tokens", 0)) for t in trees]
@@ -230,7 +232,7 @@ def mcts_q(
         for t in trees:
             t.meta["rounds"] = rnd + 1
         if on_round is not None:
-            on_round(rnd, trees)
+            on_round(trees)
 
     results = []
     seconds = time.perf_counter() - t0

@@ -14,8 +14,10 @@ from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
 from .result import SearchResult
 from .scorers import q_value_fn, q_value_scorer
+from .tree import Tree
 
 ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
+RESUMABLE = ("mcts", "mcts-q")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,11 @@ class SearchSpec:
     scorer: str = "q"
     """How rollouts / samples are scored without the gold answer: "q" (the Q head) or "vote"."""
     seed: int = 0
+    beam_width: int = 4
+    expand_k: int = 4
+    """Actions tried per node by beam and mcts (distinct first tokens)."""
+    gumbel: bool = False
+    """mcts: Gumbel root selection (sequential halving) instead of PUCT at the root."""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -43,6 +50,11 @@ class SearchSpec:
             raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
         if self.scorer not in ("q", "vote"):
             raise ValueError(f"scorer={self.scorer!r} must be 'q' or 'vote'")
+        for name in ("n", "rounds", "beam_width", "expand_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.gumbel and self.algorithm != "mcts":
+            raise ValueError("gumbel root selection is an option of --search mcts")
 
 
 def run_search(
@@ -53,10 +65,16 @@ def run_search(
     answer_fn: Callable[[str], str | None] | None = None,
     scorer=None,
     value_backend: Backend | None = None,
+    trees: list[Tree] | None = None,
+    on_round: Callable[[list[Tree]], None] | None = None,
 ) -> list[SearchResult]:
     """Run ``spec.algorithm`` on every prompt (batched). ``scorer`` overrides the gold-free
     scorer (an oracle must carry ``oracle = True``). ``value_backend`` supplies the Q head when
-    the searched model has none (token-level search valued by a CoLA model's Q head)."""
+    the searched model has none (token-level search valued by a CoLA model's Q head).
+    ``trees`` resumes saved mcts / mcts-q searches; ``on_round(trees)`` runs after each round
+    of those two (to checkpoint them)."""
+    if (trees is not None or on_round is not None) and spec.algorithm not in RESUMABLE:
+        raise ValueError(f"only {' and '.join(RESUMABLE)} searches can be saved and resumed")
     vb = value_backend or backend
     g = torch.Generator().manual_seed(spec.seed)
     if spec.algorithm in ("greedy", "sample"):
@@ -78,13 +96,24 @@ def run_search(
                 "mcts evaluates leaves with the Q head; --scorer vote is not supported"
             )
         mcfg = MCTSConfig(
-            simulations=spec.rounds, max_new_tokens=spec.max_new_tokens, budget=spec.budget
+            simulations=spec.rounds,
+            expand_k=spec.expand_k,
+            max_new_tokens=spec.max_new_tokens,
+            budget=spec.budget,
+            gumbel=spec.gumbel,
         )
-        return mcts(backend, prompts, mcfg, q_value_fn(vb))
+        return mcts(
+            backend, prompts, mcfg, q_value_fn(vb), generator=g, trees=trees, on_round=on_round
+        )
     if spec.algorithm == "beam":
         if spec.scorer != "q":
             raise ValueError("beam ranks hypotheses by the Q head; --scorer vote is not supported")
-        cfg = BeamConfig(max_new_tokens=spec.max_new_tokens, budget=spec.budget)
+        cfg = BeamConfig(
+            beam_width=spec.beam_width,
+            expand_k=spec.expand_k,
+            max_new_tokens=spec.max_new_tokens,
+            budget=spec.budget,
+        )
         return beam_search(backend, prompts, cfg, q_value_fn(vb))
     if scorer is None:
         raise ValueError(
@@ -96,4 +125,4 @@ def run_search(
         max_depth=spec.max_new_tokens,
         budget=spec.budget,
     )
-    return mcts_q(backend, prompts, cfg, scorer)
+    return mcts_q(backend, prompts, cfg, scorer, trees=trees, on_round=on_round)

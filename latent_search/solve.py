@@ -1,92 +1,100 @@
-"""Solving one question: load a model, format the prompt, run the chosen decoding, extract the answer."""
+"""Solving one question: load a model, format the prompt, run the chosen search, extract the answer.
+
+With ``tree_out`` the tree of an mcts / mcts-q search is saved after every round, so an
+interrupted run loses at most a round: ``resume`` continues it from that file.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
-from .search import ALGORITHMS as SEARCHES
+from .search import RESUMABLE, SearchSpec
 
 
 @dataclass(frozen=True)
 class SolveConfig:
     model: str = "tiny-arith"
-    search: str = "greedy"
-    max_new_tokens: int = 256
-    seed: int = 0
-    budget: int | None = None
-    scorer: str = "q"
+    search: SearchSpec = SearchSpec()
     value_model: str | None = None
     """A CoLA model whose Q head values a token-level search of a plain LM (same tokenizer)."""
-
-    def __post_init__(self) -> None:
-        if self.search not in SEARCHES:
-            raise ValueError(f"unknown search {self.search!r}; choose one of {', '.join(SEARCHES)}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
-        if self.budget is not None and self.budget < 1:
-            raise ValueError(f"budget={self.budget} must be >= 1")
+    backend: str = "torch"
 
 
-def solve_question(question: str, cfg: SolveConfig, *, tree_out: str | None = None) -> dict:
-    import cola_models as cm
+def solve_question(
+    question: str,
+    cfg: SolveConfig,
+    *,
+    tree_out: str | None = None,
+    resume: str | None = None,
+    viz: str | None = None,
+) -> dict:
     from eval.answers import extract_answer
 
-    from .backends.torch_backend import TorchBackend
-    from .search import SearchSpec, run_search
+    from .search import run_search
+    from .setup import load_searcher
+    from .tree import Tree
 
-    if not question.strip():
-        raise ValueError("the question is empty")
-    model = cm.load_model(cfg.model)
-    # A trained model knows the prompt format it was trained with; a random preset has none.
-    template = model.generation_defaults.get("prompt_template", "{question}")
-    prompt = template.replace("{question}", question)
-    context = model.backbone.hf_config.max_position_embeddings
-    ids = cm.tokenizer_encode(model.tokenizer, [prompt])[0]
-    if len(ids) + cfg.max_new_tokens > context:
-        raise ValueError(
-            f"the question takes {len(ids)} tokens; with {cfg.max_new_tokens} new tokens that "
-            f"exceeds the model's context of {context}"
-        )
-    spec = SearchSpec(
-        algorithm=cfg.search,
-        budget=cfg.budget,
-        max_new_tokens=cfg.max_new_tokens,
-        seed=cfg.seed,
-        scorer=cfg.scorer,
-    )
+    spec = cfg.search
+    if resume and spec.algorithm not in RESUMABLE:
+        raise ValueError(f"--resume continues an {' or '.join(RESUMABLE)} search")
+    searcher = load_searcher(cfg.model, spec, value_model=cfg.value_model, backend=cfg.backend)
+    (ids,) = searcher.encode([question], spec.max_new_tokens)
+    trees = None
+    if resume:
+        tree = Tree.load(resume)
+        if tree.prompt_tokens != ids:
+            raise ValueError(f"{resume} is a search of a different question or prompt format")
+        if tree.meta.get("algorithm", spec.algorithm) != spec.algorithm:
+            raise ValueError(f"{resume} is an {tree.meta['algorithm']} search, not {spec.algorithm}")
+        trees = [tree]
+    checkpoint = None
+    if tree_out and spec.algorithm in RESUMABLE:
+
+        def checkpoint(ts: list) -> None:
+            ts[0].meta.update({"algorithm": spec.algorithm, "question": question, "done": False})
+            ts[0].save(tree_out)
+
     start = time.perf_counter()
-    value_backend = None
-    if cfg.value_model:
-        value = cm.load_model(cfg.value_model)
-        if getattr(value, "q", None) is None:
-            raise ValueError(f"--value-model {cfg.value_model} has no Q head")
-        if value.tokenizer.get_vocab() != model.tokenizer.get_vocab():
-            raise ValueError("--value-model must share the searched model's tokenizer")
-        value_backend = TorchBackend(value)
-    elif (
-        model.kind == "lm"
-        and cfg.search in ("beam", "mcts", "mcts-q")
-        or (model.kind == "lm" and cfg.search == "best-of-n" and cfg.scorer == "q")
-    ):
-        raise ValueError(
-            f"token-level {cfg.search} of a plain LM needs --value-model (a CoLA model with a Q head)"
-            " or, for best-of-n, --scorer vote"
-        )
     (res,) = run_search(
-        TorchBackend(model), [ids], spec, answer_fn=extract_answer, value_backend=value_backend
+        searcher.backend,
+        [ids],
+        spec,
+        answer_fn=extract_answer,
+        value_backend=searcher.value_backend,
+        trees=trees,
+        on_round=checkpoint,
     )
-    if tree_out and res.tree is not None:
-        res.tree.meta["question"] = question
-        res.tree.save(tree_out)
+    if res.tree is not None:
+        res.tree.meta.update(
+            {
+                "question": question,
+                "model": cfg.model,
+                "done": True,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        res.tree.text = res.tree.decoded(searcher.backend.decode)
+        if tree_out:
+            res.tree.save(tree_out)
+        if viz:
+            from .viz import export
+
+            export(res.tree, out=viz)
     return {
         "question": question,
         "answer": extract_answer(res.text),
         "text": res.text,
         "tokens": res.tokens_used,
         "seconds": time.perf_counter() - start,
-        "search": cfg.search,
+        "search": spec.algorithm,
         "oracle": False,
         "stats": res.stats,
-        "config": asdict(cfg),
+        "config": {
+            "model": cfg.model,
+            "value_model": cfg.value_model,
+            "backend": cfg.backend,
+            **{f.name: getattr(spec, f.name) for f in fields(spec)},
+        },
     }
+

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 from .backend import Backend
 
 
@@ -18,6 +21,7 @@ class Step:
     tokens: list[int]
     prior: float  # summed policy probability of the merged actions
     terminal: bool
+    gumbel: float = 0.0  # the noise that ranked the edge's action (Gumbel root sampling), else 0
 
 
 def expand_steps(
@@ -28,8 +32,11 @@ def expand_steps(
     step_tokens: int,
     stop: tuple[str, ...],
     room: list[int],
+    noise: Tensor | None = None,
 ) -> tuple[list[list[Step]], list[int], list]:
     """Children steps of each prefix. ``room[i]``: tokens prefix i may still generate.
+    ``noise`` [B, A] is added to the log-policy before taking the top k: Gumbel noise there
+    samples k actions without replacement (Gumbel-top-k); zero rows keep the plain top k.
 
     Returns (steps per prefix, model tokens spent per prefix, the prior of each prefix).
     """
@@ -37,18 +44,21 @@ def expand_steps(
     prior = backend.prior(prefixes)
     cost = list(backend.last_costs)
     k = min(k, backend.n_actions)
-    probs = prior.logits.float().softmax(-1)  # [B, A]
-    top = probs.topk(k, dim=-1)  # [B, k]
-    first = backend.expand(prefixes, top.indices)  # [B, k]
+    logp = prior.logits.float().log_softmax(-1)  # [B, A]
+    noise = torch.zeros_like(logp) if noise is None else noise.to(logp)
+    top = (logp + noise).topk(k, dim=-1).indices  # [B, k]
+    probs = logp.gather(-1, top).exp()  # [B, k]
+    gumbel = noise.gather(-1, top)  # [B, k]
+    first = backend.expand(prefixes, top)  # [B, k]
     steps: list[list[Step]] = []
     for row in range(len(prefixes)):
         by_token: dict[int, Step] = {}
         for j in range(k):
-            t, a, p = int(first[row, j]), int(top.indices[row, j]), float(top.values[row, j])
+            t, a, p = int(first[row, j]), int(top[row, j]), float(probs[row, j])
             if t in by_token:
                 by_token[t].prior += p
             else:
-                by_token[t] = Step(a, [t], p, t == eos)
+                by_token[t] = Step(a, [t], p, t == eos, float(gumbel[row, j]))
         steps.append(list(by_token.values()))
     grow = [
         (row, s)

@@ -50,3 +50,64 @@ def test_budget_and_config_validation():
     assert res.tree.visits[ROOT] < 200
     with pytest.raises(ValueError):
         MCTSConfig(simulations=0)
+
+
+def test_considered_visits_is_sequential_halving():
+    from latent_search.mcts import considered_visits
+
+    seq = considered_visits(4, 16)
+    assert len(seq) == 16
+    assert seq[:4] == [0, 0, 0, 0] and seq[4:8] == [1, 1, 1, 1]  # phase 1: all 4, twice each
+    assert set(seq[8:]) <= {2, 3, 4, 5}  # later phases: only survivors gain visits
+    assert considered_visits(1, 3) == [0, 1, 2]
+
+
+def test_gumbel_root_finds_the_valuable_action_and_is_seeded():
+    import torch
+
+    be = ToyBackend(n_actions=4, horizon=3, prior_bias=1.0)
+    cfg = MCTSConfig(simulations=80, expand_k=4, step_tokens=0, max_new_tokens=4, gumbel=True)
+    value = _value({0: [13, 12, 11]})
+    runs = [
+        mcts(be, [[0]], cfg, value, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)
+    ]
+    assert runs[0][0].tree.to_dict() == runs[1][0].tree.to_dict()  # same seed, same tree
+    for (res,) in runs:
+        assert [t for t in res.tokens if t >= 10] == [13, 12, 11]
+        assert "gumbel" in res.tree.meta
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("gumbel", [False, True])
+def test_interrupted_search_resumes_from_its_saved_tree(tmp_path, gumbel):
+    import torch
+
+    from latent_search.tree import Tree
+
+    value = _value({0: [13, 12, 11]})
+    cfg = MCTSConfig(simulations=20, expand_k=4, step_tokens=0, max_new_tokens=4, gumbel=gumbel)
+    (full,) = mcts(ToyBackend(), [[0]], cfg, value, generator=torch.Generator().manual_seed(0))
+
+    def checkpoint(trees):  # save every round, then "crash" after the 8th simulation
+        trees[0].save(tmp_path / "t.json")
+        if trees[0].visits[ROOT] == 8:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        mcts(
+            ToyBackend(),
+            [[0]],
+            cfg,
+            value,
+            generator=torch.Generator().manual_seed(0),
+            on_round=checkpoint,
+        )
+    saved = Tree.load(tmp_path / "t.json")
+    (resumed,) = mcts(
+        ToyBackend(), [[0]], cfg, value, generator=torch.Generator().manual_seed(9), trees=[saved]
+    )
+    assert resumed.tokens == full.tokens
+    assert resumed.tree.visits == full.tree.visits and resumed.tree.parent == full.tree.parent

@@ -1,0 +1,77 @@
+"""What solve, eval and compare share before a search runs: the models, their backends, the
+prompt in the model's own format, and the checks that turn impossible requests into one line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .search import SearchSpec
+
+
+@dataclass
+class Searcher:
+    model: object
+    backend: object
+    value_backend: object | None
+    template: str
+    context: int
+
+    def encode(self, questions: list[str], max_new_tokens: int) -> list[list[int]]:
+        """Token ids of each question's prompt; a prompt that cannot fit is a user error."""
+        import cola_models as cm
+
+        for q in questions:
+            if not q.strip():
+                raise ValueError("the question is empty")
+        prompts = [self.template.replace("{question}", q) for q in questions]
+        ids = cm.tokenizer_encode(self.model.tokenizer, prompts)
+        for row in ids:
+            if len(row) + max_new_tokens > self.context:
+                raise ValueError(
+                    f"the question takes {len(row)} tokens; with {max_new_tokens} new tokens "
+                    f"that exceeds the model's context of {self.context}"
+                )
+        return ids
+
+
+def load_searcher(
+    model_name: str, spec: SearchSpec, *, value_model: str | None = None, backend: str = "torch"
+) -> Searcher:
+    import cola_models as cm
+
+    model = cm.load_model(model_name)
+    value_backend = None
+    if value_model:
+        value = cm.load_model(value_model)
+        if getattr(value, "q", None) is None:
+            raise ValueError(f"--value-model {value_model} has no Q head")
+        if value.tokenizer.get_vocab() != model.tokenizer.get_vocab():
+            raise ValueError("--value-model must share the searched model's tokenizer")
+        value_backend = _backend("torch", value)
+    elif model.kind == "lm" and (
+        spec.algorithm in ("beam", "mcts", "mcts-q")
+        or (spec.algorithm == "best-of-n" and spec.scorer == "q")
+    ):
+        raise ValueError(
+            f"token-level {spec.algorithm} of a plain LM needs --value-model (a CoLA model with a"
+            " Q head) or, for best-of-n, --scorer vote"
+        )
+    # A trained model knows the prompt format it was trained with; a random preset has none.
+    template = model.generation_defaults.get("prompt_template", "{question}")
+    return Searcher(
+        model=model,
+        backend=_backend(backend, model),
+        value_backend=value_backend,
+        template=template,
+        context=model.backbone.hf_config.max_position_embeddings,
+    )
+
+
+def _backend(name: str, model):
+    if name == "torch":
+        from .backends.torch_backend import TorchBackend
+
+        return TorchBackend(model)
+    from .backends.factory import make_backend
+
+    return make_backend(name, model)
