@@ -9,6 +9,7 @@ search.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ class Tree:
     """Generated tokens from the root to the node."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Algorithm, budget, token counts, timings, whether scoring was an oracle."""
+    text: dict[str, Any] | None = None
+    """Decoded text for viewers, from ``save(..., decode=)``: "prompt", and per node "edges" (what
+    its edge added) and "rollouts"; display only, search never reads it."""
 
     def __len__(self) -> int:
         return len(self.parent)
@@ -91,6 +95,21 @@ class Tree:
         """Prompt + generated tokens: the exact token prefix of the node."""
         return self.prompt_tokens + self.generated(node)
 
+    def decoded(self, decode: Callable[[list[int]], str]) -> dict[str, Any]:
+        """Prompt, edge and rollout text. An edge's text is its slice of the decoded prefix, not
+        ``decode(edge tokens)``: tokenizers that merge across tokens (leading spaces, multi-byte
+        characters) then read the same in a viewer as in the full answer."""
+        whole = [""]  # decoded generated text of each node; parents precede children
+        edges = [""]
+        for n in range(1, len(self)):
+            whole.append(decode(self.generated(n)))
+            edges.append(_tail(whole[-1], whole[self.parent[n]], self.tokens[n], decode))
+        rollouts = [
+            None if r is None else _tail(decode(self.generated(n) + r), whole[n], r, decode)
+            for n, r in enumerate(self.rollout)
+        ]
+        return {"prompt": decode(self.prompt_tokens), "edges": edges, "rollouts": rollouts}
+
     # ---------------------------------------------------------------- JSON
     _LISTS = (
         "parent",
@@ -107,7 +126,7 @@ class Tree:
         "depth",
     )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, decode: Callable[[list[int]], str] | None = None) -> dict[str, Any]:
         d = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -117,6 +136,9 @@ class Tree:
         for name in self._LISTS:
             d[name] = getattr(self, name)
         d["children"] = [{str(a): c for a, c in ch.items()} for ch in self.children]
+        text = self.decoded(decode) if decode is not None else self.text
+        if text is not None and len(text["edges"]) == len(self):  # a resumed search's is stale
+            d["text"] = text
         return d
 
     @classmethod
@@ -143,12 +165,21 @@ class Tree:
             raise TreeFormatError("a child index is out of range")
         kwargs = {k: d[k] for k in cls._LISTS}
         kwargs["children"] = children
-        return cls(prompt_tokens=list(d["prompt_tokens"]), meta=dict(d.get("meta") or {}), **kwargs)
+        text = d.get("text")
+        if text is not None and not _valid_text(text, n):
+            raise TreeFormatError("tree text is malformed (want a prompt, edges and rollouts)")
+        return cls(
+            prompt_tokens=list(d["prompt_tokens"]),
+            meta=dict(d.get("meta") or {}),
+            text=text,
+            **kwargs,
+        )
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, decode: Callable[[list[int]], str] | None = None) -> None:
+        """``decode`` (token ids -> text) stores the decoded text for viewers."""
         from cola_models.io import atomic_write_text
 
-        atomic_write_text(path, json.dumps(self.to_dict()))
+        atomic_write_text(path, json.dumps(self.to_dict(decode)))
 
     @classmethod
     def load(cls, path: str | Path) -> Tree:
@@ -160,3 +191,24 @@ class Tree:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise TreeFormatError(f"{path} is not valid JSON (truncated?): {err}") from err
         return cls.from_dict(data)
+
+
+def _tail(whole: str, before: str, tokens: list[int], decode: Callable[[list[int]], str]) -> str:
+    """What ``whole`` adds after ``before``; the tokens' own decoding if it does not extend it."""
+    return whole[len(before) :] if whole.startswith(before) else decode(tokens)
+
+
+def _valid_text(text: Any, n: int) -> bool:
+    def strs(xs: Any, none_ok: bool) -> bool:
+        return (
+            isinstance(xs, list)
+            and len(xs) == n
+            and all(isinstance(x, str) or (none_ok and x is None) for x in xs)
+        )
+
+    return (
+        isinstance(text, dict)
+        and isinstance(text.get("prompt"), str)
+        and strs(text.get("edges"), False)
+        and strs(text.get("rollouts"), True)
+    )

@@ -1,0 +1,67 @@
+"""The terminal view: a rich tree, depth/width-limited.
+
+Labels are built from ``rich.text.Text`` pieces, never from markup strings, so model text such
+as ``[bold]`` prints as written; ``view.one_line`` has already neutralised control characters.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree as RichTree
+
+from latent_search.tree import ROOT, Tree
+
+from . import view
+
+LABEL_CHARS = 60
+
+
+def _label(tree: Tree, node: int, on_path: set[int]) -> Text:
+    hot = node in on_path
+    if node == ROOT:
+        label = Text(view.one_line(str(tree.meta.get("question") or "(root)"), 100), "bold")
+    else:
+        label = Text(repr(view.one_line(view.edge_text(tree, node), LABEL_CHARS)))
+        label.stylize("bold dark_orange" if hot else "cyan")
+        acts = view.edge_actions(tree, node)
+        label.append(f"  a{acts[0]}" + (f" +{len(acts) - 1}" if len(acts) > 1 else ""), "dim")
+    label.append("  " + "  ".join(f"{k} {v}" for k, v in view.stats(tree, node)), "dim")
+    if tree.terminal[node]:
+        label.append("  end", "magenta")
+    if node == view.chosen(tree):
+        label.append("  ← chosen", "bold dark_orange")
+    return label
+
+
+def build(tree: Tree, max_depth: int | None, max_width: int | None) -> RichTree:
+    lim = view.limit(tree, max_depth, max_width)
+    on_path = view.chosen_path(tree)
+    title = Text(" · ".join(f"{k} {v}" for k, v in view.header(tree)), "bold")
+    top = RichTree(title, guide_style="dim")
+    branches = {ROOT: top.add(_label(tree, ROOT, on_path))}
+    stack = [ROOT]
+    while stack:  # iterative: token-level trees are deep
+        node = stack.pop()
+        for c in lim.shown[node]:
+            branches[c] = branches[node].add(_label(tree, c, on_path))
+            stack.append(c)
+        if node in lim.hidden:
+            branches[node].add(Text(f"… {lim.hidden[node]} more", "dim italic"))
+    return top
+
+
+def render(tree: Tree, max_depth: int | None, max_width: int | None, *, color: bool) -> str:
+    """The tree as terminal text (ANSI colours when ``color``)."""
+    buf = io.StringIO()
+    console = Console(
+        file=buf, width=160, force_terminal=color, color_system="standard" if color else None
+    )
+    console.print(build(tree, max_depth, max_width))
+    return buf.getvalue()
+
+
+def show(tree: Tree, max_depth: int | None, max_width: int | None) -> None:
+    Console().print(build(tree, max_depth, max_width))
