@@ -24,7 +24,8 @@ def _label(tree: Tree, node: int, on_path: set[int]) -> Text:
     if node == ROOT:
         label = Text(view.one_line(str(tree.meta.get("question") or "(root)"), 100), "bold")
     else:
-        label = Text(repr(view.one_line(view.edge_text(tree, node), LABEL_CHARS)))
+        # Quoted so that leading/trailing spaces show; not repr(), which would double backslashes.
+        label = Text(f"“{view.one_line(view.edge_text(tree, node), LABEL_CHARS)}”")
         label.stylize("bold dark_orange" if hot else "cyan")
         acts = view.edge_actions(tree, node)
         label.append(f"  a{acts[0]}" + (f" +{len(acts) - 1}" if len(acts) > 1 else ""), "dim")
