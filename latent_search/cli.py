@@ -87,6 +87,16 @@ ValueModelOpt = Annotated[
     str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
 ]
 BackendOpt = Annotated[str, typer.Option(help="Model backend: torch | vllm.")]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Prompt template name (qa | boxed | hashes | cola) or a string with {question}."
+    ),
+]
+StrictOpt = Annotated[bool, typer.Option(help="A malformed data line is fatal, not skipped.")]
+DownloadOpt = Annotated[
+    bool, typer.Option(help="Let --data name a hub dataset and download it (network).")
+]
 
 
 def search_spec(
@@ -157,6 +167,118 @@ def solve(
         typer.echo(
             f"\nanswer: {result['answer']}   ({result['tokens']} tokens, {result['seconds']:.2f}s)"
         )
+
+
+@app.command(name="eval")
+@user_errors
+def evaluate(
+    out: Annotated[Path, typer.Option(help="Run directory (re-running skips finished problems).")],
+    task: Annotated[str, typer.Option(help="arith | countdown | math500 | gsm8k")] = "arith",
+    model: Annotated[str, typer.Option(help="Bundled name, checkpoint or preset.")] = "tiny-arith",
+    data: Annotated[
+        Path | None, typer.Option(help="JSONL file of a benchmark task (math500, gsm8k).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N problems.")] = None,
+    search: SearchOpt = "greedy",
+    budget: BudgetOpt = None,
+    scorer: ScorerOpt = "q",
+    max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the search / sampler.")] = 0,
+    rounds: RoundsOpt = 32,
+    n: NOpt = 8,
+    beam_width: WidthOpt = 4,
+    expand_k: ExpandOpt = 4,
+    gumbel: GumbelOpt = False,
+    samples: Annotated[int, typer.Option(help="Searches per problem (maj@k, pass@k).")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
+    value_model: ValueModelOpt = None,
+    backend: BackendOpt = "torch",
+    template: TemplateOpt = None,
+    strict: StrictOpt = False,
+    allow_download: DownloadOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Evaluate a model + search on a problem set: results.jsonl and summary.json in OUT."""
+    from eval.runner import EvalConfig, run_eval
+
+    spec = search_spec(
+        search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
+    )
+    cfg = EvalConfig(
+        task=task,
+        model=model,
+        search=spec,
+        limit=limit,
+        data=str(data) if data else None,
+        samples=samples,
+        batch_size=batch_size,
+        value_model=value_model,
+        backend=backend,
+        template=template,
+        strict=strict,
+        allow_download=allow_download,
+    )
+
+    def progress(done: int, total: int) -> None:
+        if not as_json:
+            typer.echo(f"{done}/{total} problems", err=True)
+
+    summary = run_eval(cfg, out, progress=progress)
+    for w in summary["skipped_data_lines"]:
+        typer.echo(f"warning: skipped {w}", err=True)
+    if as_json:
+        emit_json(summary)
+        return
+    lo, hi = summary["ci95"]
+    typer.echo(
+        f"{summary['task']} {summary['search']}: accuracy {summary['accuracy']:.1%} "
+        f"(95% CI {lo:.1%}-{hi:.1%}, n={summary['n']}), "
+        f"{summary['tokens_per_problem']:.0f} tokens and {summary['seconds_per_problem']:.2f} s "
+        f"per problem; results in {out}"
+    )
+
+
+@app.command()
+@user_errors
+def compare(
+    out: Annotated[Path, typer.Option(help="Directory: one eval run per method + compare.md/png.")],
+    task: Annotated[str, typer.Option(help="arith | countdown | math500 | gsm8k")] = "arith",
+    limit: Annotated[int | None, typer.Option(help="Problems per method.")] = 100,
+    data: Annotated[Path | None, typer.Option(help="JSONL file (math500, gsm8k).")] = None,
+    budget_x: Annotated[
+        float, typer.Option(help="Budget per problem as a multiple of greedy's tokens.")
+    ] = 16.0,
+    batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
+    backend: BackendOpt = "torch",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Compare greedy/sampled CoLA (BC, latent RL), token RL and every search at one budget."""
+    from eval.compare import Method, default_methods, run_compare
+
+    if budget_x < 1:
+        raise ValueError(f"--budget-x {budget_x} must be >= 1")
+    common = dict(task=task, out=out, limit=limit, data=str(data) if data else None)
+    progress = None if as_json else (lambda name: typer.echo(f"running {name}", err=True))
+    (greedy,) = run_compare(
+        [Method("greedy (latent RL)", "tiny-arith")],
+        batch_size=batch_size,
+        backend=backend,
+        progress=progress,
+        **common,
+    )
+    budget = max(1, round(budget_x * greedy["tokens_per_problem"]))
+    rows = run_compare(
+        default_methods(budget, greedy["tokens_per_problem"]),
+        batch_size=batch_size,
+        backend=backend,
+        progress=progress,
+        **common,
+    )
+    if as_json:
+        emit_json(rows)
+    else:
+        typer.echo(f"budget: {budget} model tokens per problem ({budget_x:g}x greedy)")
+        typer.echo((out / "compare.md").read_text())
 
 
 @app.command()

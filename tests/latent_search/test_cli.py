@@ -85,6 +85,10 @@ def test_solve_budget_and_search_errors():
         ["--search", "nope"],
         ["--budget", "0"],
         ["--search", "mcts-q", "--scorer", "vote"],
+        ["--search", "beam", "--gumbel"],
+        ["--search", "beam", "--beam-width", "0"],
+        ["--search", "beam", "--resume", "missing.json"],
+        ["--search", "mcts", "--resume", "missing.json"],
     ):
         result = runner.invoke(
             app, ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "4", *args]
@@ -117,3 +121,50 @@ def test_every_search_runs_from_the_cli(tmp_path):
         summary = json.loads(result.output)
         assert summary["search"] == search and summary["tokens"] > 0
         assert out.is_file() == (search in ("beam", "mcts", "mcts-q"))
+
+
+def test_solve_resumes_an_interrupted_search_from_its_tree(tmp_path):
+    """A tree saved after round 3 of 6 and resumed reaches the uninterrupted run's tree."""
+    from latent_search.tree import Tree
+
+    args = ["solve", "3+4=", "--model", "tiny", "--max-new-tokens", "6", "--json"]
+    for search in ("mcts", "mcts-q"):
+        full, part, done = (tmp_path / f"{search}-{x}.json" for x in ("full", "part", "done"))
+        for rounds, out, extra in (
+            (6, full, []),
+            (3, part, []),
+            (6, done, ["--resume", str(part)]),
+        ):
+            result = runner.invoke(
+                app,
+                [
+                    *args,
+                    "--search",
+                    search,
+                    "--rounds",
+                    str(rounds),
+                    "--tree-out",
+                    str(out),
+                    *extra,
+                ],
+            )
+            assert result.exit_code == 0, (search, result.output)
+        a, b = Tree.load(full), Tree.load(done)
+        assert a.parent == b.parent and a.visits == b.visits and a.tokens == b.tokens
+        assert b.meta["done"] and b.text is not None and len(b.text["edges"]) == len(b)
+    other = runner.invoke(
+        app,
+        [
+            "solve",
+            "9+9=",
+            "--model",
+            "tiny",
+            "--max-new-tokens",
+            "6",
+            "--search",
+            "mcts",
+            "--resume",
+            str(part),
+        ],
+    )
+    assert other.exit_code == 2 and "different question" in other.output

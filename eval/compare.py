@@ -1,0 +1,156 @@
+"""`latent-search compare`: several methods on one task, each an eval run, at matched budgets.
+
+Each method is a (model, search) pair run through ``eval.runner.run_eval`` into its own
+subdirectory, so an interrupted comparison resumes problem by problem. With a token budget B,
+every search is capped at B model tokens per problem and sized to reach it (best-of-n draws
+B / greedy-tokens samples), so methods are compared at equal cost. The table and the plot report
+what each method actually spent, not what it was allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from latent_search.search import SearchSpec
+
+from .runner import EvalConfig, run_eval
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    model: str
+    search: SearchSpec = field(default_factory=SearchSpec)
+    value_model: str | None = None
+    level: str = "latent"
+    """"latent" or "token": which action space the search moves in (plot marker)."""
+
+
+def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Method]:
+    """The comparison the README reports: CoLA before/after latent RL, token-level RL, and every
+    search over latent actions and over tokens. Search sizes are large and the budget binds."""
+    big = 64 if budget else 16
+    n = max(2, int(budget // greedy_tokens)) if budget and greedy_tokens else 8
+    s = SearchSpec(budget=budget)
+    return [
+        Method("greedy (BC)", "tiny-arith-bc", SearchSpec()),
+        Method("sample (BC)", "tiny-arith-bc", SearchSpec(algorithm="sample")),
+        Method("greedy (latent RL)", "tiny-arith", SearchSpec()),
+        Method("sample (latent RL)", "tiny-arith", SearchSpec(algorithm="sample")),
+        Method("greedy (token RL)", "tiny-arith-token-rl", SearchSpec(), level="token"),
+        Method(f"best-of-{n} (Q)", "tiny-arith", replace(s, algorithm="best-of-n", n=n)),
+        Method(
+            f"best-of-{n} (vote)",
+            "tiny-arith",
+            replace(s, algorithm="best-of-n", n=n, scorer="vote"),
+        ),
+        Method("beam", "tiny-arith", replace(s, algorithm="beam", max_new_tokens=256)),
+        Method("mcts", "tiny-arith", replace(s, algorithm="mcts", rounds=big)),
+        Method("mcts-q", "tiny-arith", replace(s, algorithm="mcts-q", rounds=big)),
+        Method(
+            "token beam",
+            "tiny-arith-base",
+            replace(s, algorithm="beam"),
+            value_model="tiny-arith",
+            level="token",
+        ),
+        Method(
+            "token mcts",
+            "tiny-arith-base",
+            replace(s, algorithm="mcts", rounds=big),
+            value_model="tiny-arith",
+            level="token",
+        ),
+    ]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
+def run_compare(
+    methods: list[Method],
+    *,
+    task: str,
+    out: str | Path,
+    limit: int | None = None,
+    data: str | None = None,
+    batch_size: int = 32,
+    backend: str = "torch",
+    progress=None,
+) -> list[dict]:
+    out = Path(out)
+    rows = []
+    for m in methods:
+        cfg = EvalConfig(
+            task=task,
+            model=m.model,
+            search=m.search,
+            limit=limit,
+            data=data,
+            batch_size=batch_size,
+            value_model=m.value_model,
+            backend=backend,
+        )
+        if progress:
+            progress(m.name)
+        summary = run_eval(cfg, out / _slug(m.name))
+        rows.append({"method": m.name, "level": m.level, **summary})
+    from cola_models.io import atomic_write_text
+
+    atomic_write_text(out / "compare.json", json.dumps(rows, indent=2))
+    atomic_write_text(out / "compare.md", markdown_table(rows))
+    plot(rows, out / "compare.png", title=f"{task}: accuracy vs model tokens per problem")
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| method | actions | accuracy | 95% CI | tokens / problem | s / problem |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lo, hi = r["ci95"]
+        lines.append(
+            f"| {r['method']} | {r['level']} | {r['accuracy']:.1%} | {lo:.1%}–{hi:.1%} | "
+            f"{r['tokens_per_problem']:.0f} | {r['seconds_per_problem']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, *, title: str) -> None:
+    """Accuracy (with 95% CI) against tokens per problem, log x; latent circles, token squares."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ValueError("the plot needs matplotlib: pip install 'latent-search[plot]'") from err
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for r in rows:
+        lo, hi = r["ci95"]
+        acc = r["accuracy"]
+        marker = "o" if r["level"] == "latent" else "s"
+        ax.errorbar(
+            r["tokens_per_problem"],
+            100 * acc,
+            yerr=[[100 * (acc - lo)], [100 * (hi - acc)]],
+            fmt=marker,
+            capsize=3,
+            label=r["method"],
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("model tokens per problem (prefill + decode)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,246 @@
+"""`latent-search eval`: one search method over a problem set, per-problem JSONL written as it goes.
+
+A run directory holds ``config.json`` (what was asked), ``results.jsonl`` (one line per finished
+problem, appended after every batch and fsynced) and ``summary.json`` (rewritten atomically after
+every batch). Re-running with the same directory and the same settings skips finished problems;
+different settings are refused rather than mixed. A line cut short by a crash is dropped and its
+problem redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from latent_search.search import SearchSpec
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    task: str = "arith"
+    model: str = "tiny-arith"
+    search: SearchSpec = field(default_factory=SearchSpec)
+    limit: int | None = None
+    """Problems to evaluate (procedural tasks: default 500 held-out problems)."""
+    problem_seed: int = 1
+    """Which held-out problems of a procedural task (1: the set the README's tables use)."""
+    data: str | None = None
+    """JSONL file of a benchmark task (math500, gsm8k)."""
+    samples: int = 1
+    """Searches per problem with seeds seed, seed+1, ...: maj@k and pass@k when > 1."""
+    batch_size: int = 32
+    value_model: str | None = None
+    backend: str = "torch"
+    template: str | None = None
+    """Prompt template: a name from eval.datasets.PROMPT_TEMPLATES or a string with {question};
+    default: the model's own training format, else the task's."""
+    strict: bool = False
+    """A malformed data line is fatal (else skipped with a warning naming file:line)."""
+    allow_download: bool = False
+    """--data may name a hub dataset (downloaded); off by default: no network at run time."""
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit {self.limit} must be >= 1")
+        if self.samples < 1 or self.batch_size < 1:
+            raise ValueError("--samples and --batch-size must be >= 1")
+
+
+def load_items(cfg: EvalConfig) -> tuple[list, list[str]]:
+    """Problems with ``id``, ``question``, ``answer``, ``groups`` and ``grade(text)``, and one
+    ``file:line: problem`` warning per skipped data line."""
+    from .datasets import get_benchmark
+
+    bench = get_benchmark(
+        cfg.task,
+        cfg.data,
+        limit=cfg.limit,
+        strict=cfg.strict,
+        allow_download=cfg.allow_download,
+        seed=cfg.problem_seed,
+    )
+    return list(bench), list(bench.warnings)
+
+
+def prompt_template(cfg: EvalConfig, model) -> str:
+    """--template, else the format the model was trained with, else the task's default."""
+    from .datasets import get_template
+
+    own = model.generation_defaults.get("prompt_template")
+    return get_template(cfg.template or own, cfg.task)
+
+
+# ------------------------------------------------------------------------------------ run files
+
+
+def _read_done(path: Path) -> dict[str, dict]:
+    """Finished records by id; a torn last line (a crash mid-write) is dropped and rewritten."""
+    if not path.is_file():
+        return {}
+    done, good = {}, []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "id" in rec:
+            done[rec["id"]] = rec
+            good.append(line)
+    from cola_models.io import atomic_write_text
+
+    atomic_write_text(path, "".join(g + "\n" for g in good))
+    return done
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _config_dict(cfg: EvalConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("batch_size")  # how the work is chunked does not change the results
+    return d
+
+
+# ------------------------------------------------------------------------------------ summary
+
+
+def summarize(records: list[dict], cfg: EvalConfig, total: int, warnings=()) -> dict:
+    from .evaluate import wilson_interval
+
+    n = len(records)
+    k = sum(r["correct"] for r in records)
+    lo, hi = wilson_interval(k, n)
+    out = {
+        "task": cfg.task,
+        "model": cfg.model,
+        "search": cfg.search.algorithm,
+        "oracle": False,
+        "n": n,
+        "of": total,
+        "accuracy": k / n if n else 0.0,
+        "ci95": [lo, hi],
+        "tokens_per_problem": sum(r["tokens"] for r in records) / max(n, 1),
+        "seconds_per_problem": sum(r["seconds"] for r in records) / max(n, 1),
+        "skipped_data_lines": list(warnings),
+    }
+    if cfg.samples > 1:
+        for name in ("maj", "pass"):
+            kk = sum(r[f"{name}_correct"] for r in records)
+            out[f"{name}@{cfg.samples}"] = kk / n if n else 0.0
+            out[f"{name}@{cfg.samples}_ci95"] = list(wilson_interval(kk, n))
+    groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        for key, val in r["groups"].items():
+            groups[key][str(val)].append(r["correct"])
+    out["by"] = {
+        key: {v: {"n": len(c), "accuracy": sum(c) / len(c)} for v, c in sorted(vals.items())}
+        for key, vals in groups.items()
+    }
+    return out
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+def run_eval(
+    cfg: EvalConfig, out: str | Path, *, progress: Callable[[int, int], None] | None = None
+) -> dict:
+    from cola_models.io import atomic_write_text
+    from latent_search.search import run_search
+    from latent_search.setup import load_searcher
+
+    from .answers import extract_answer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    conf_path, res_path = out / "config.json", out / "results.jsonl"
+    want = _config_dict(cfg)
+    if conf_path.is_file():
+        try:
+            have = json.loads(conf_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{conf_path} is not valid JSON: {err}") from err
+        if have != json.loads(json.dumps(want)):
+            raise ValueError(f"{out} holds an eval run with other settings; use a new --out")
+    else:
+        atomic_write_text(conf_path, json.dumps(want, indent=2))
+
+    items, warnings = load_items(cfg)
+    done = _read_done(res_path)
+    todo = [it for it in items if it.id not in done]
+    records = [done[it.id] for it in items if it.id in done]
+    spec = cfg.search
+    if todo:
+        searcher = load_searcher(
+            cfg.model, cfg.search, value_model=cfg.value_model, backend=cfg.backend
+        )
+        searcher.template = prompt_template(cfg, searcher.model)
+        ids_all = searcher.encode([it.question for it in todo], spec.max_new_tokens)
+    if progress:
+        progress(len(records), len(items))
+    for start in range(0, len(todo), cfg.batch_size):
+        chunk = todo[start : start + cfg.batch_size]
+        prompts = ids_all[start : start + cfg.batch_size]
+        per_sample = []
+        for s in range(cfg.samples):
+            t0 = time.perf_counter()
+            results = run_search(
+                searcher.backend,
+                prompts,
+                SearchSpec(**{**asdict(spec), "seed": spec.seed + s}),
+                answer_fn=extract_answer,
+                value_backend=searcher.value_backend,
+            )
+            secs = (time.perf_counter() - t0) / len(chunk)
+            per_sample.append((results, secs))
+        new = [_record(it, i, per_sample) for i, it in enumerate(chunk)]
+        _append(res_path, new)
+        records += new
+        atomic_write_text(
+            out / "summary.json",
+            json.dumps(summarize(records, cfg, len(items), warnings), indent=2),
+        )
+        if progress:
+            progress(len(records), len(items))
+    summary = summarize(records, cfg, len(items), warnings)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _record(item, row: int, per_sample: list) -> dict:
+    from .answers import extract_answer
+
+    texts = [res[row].text for res, _ in per_sample]
+    answers = [extract_answer(t) for t in texts]
+    correct = [bool(item.grade(t)) for t in texts]
+    rec = {
+        "id": item.id,
+        "question": item.question,
+        "reference": item.answer,
+        "output": texts[0],
+        "answer": answers[0],
+        "correct": correct[0],
+        "tokens": sum(res[row].tokens_used for res, _ in per_sample),
+        "seconds": sum(secs for _, secs in per_sample),
+        "groups": item.groups,
+        "oracle": False,
+    }
+    if len(texts) > 1:
+        votes = Counter(a for a in answers if a is not None)
+        top = votes.most_common(1)[0][0] if votes else None
+        rec["samples"] = [
+            {"output": t, "answer": a, "correct": c} for t, a, c in zip(texts, answers, correct)
+        ]
+        rec["maj_correct"] = top is not None and correct[answers.index(top)]
+        rec["pass_correct"] = any(correct)
+    return rec
