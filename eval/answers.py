@@ -1,5 +1,5 @@
 """Final-answer extraction from model text: \\boxed{...} (nested braces), GSM8K's '#### N',
-and 'the answer is ...'. Pure string code, safe on any input."""
+'the answer is ...', and (on request) the last number. Pure string code, safe on any input."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import re
 
 _ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s|\.$|$|\n)", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*([^\n]+)")
+# A number as models write one: sign, thousands separators, decimals, an optional "/denominator".
+# The lookarounds keep it from starting or ending inside a longer run of digits or separators.
+_NUMBER = re.compile(r"(?<![\d.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+(?:\.\d+)?)?(?![\d])")
 
 
 def last_boxed(text: str) -> str | None:
@@ -30,8 +33,20 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer a text commits to, or None when it commits to none."""
+def last_number(text: str) -> str | None:
+    """The last number in a text ("1,000", "-2.5", "3/4"), or None when it holds none."""
+    found = _NUMBER.findall(text)
+    return found[-1] if found else None
+
+
+def extract_answer(text: str, *, fallback_last_number: bool = False) -> str | None:
+    """The final answer a text commits to, or None when it commits to none.
+
+    Order: last \\boxed{}, last '#### N', last 'the answer is ...'; with
+    ``fallback_last_number`` the last number in the text when none of those is present (what graders
+    of free-form GSM8K-style output do; off by default because a search scorer must not count a
+    number the text never committed to as its answer).
+    """
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed.strip()
@@ -41,4 +56,6 @@ def extract_answer(text: str) -> str | None:
     m = _ANSWER_IS.findall(text)
     if m:
         return m[-1].strip().rstrip(".")
+    if fallback_last_number:
+        return last_number(text)
     return None
