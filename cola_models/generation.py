@@ -56,6 +56,9 @@ class GenerationOutput:
     finish_reasons: list[str] = field(default_factory=list)  # "eos" | "stop" | "length"
     prefill_tokens: int = 0
     decode_tokens: int = 0
+    final_states: list | None = None
+    """With ``keep_states``: per row, the one-row state its last token was chosen from (prefix =
+    prompt + token_ids[:-1]), so a caller can value or extend the text without recomputing it."""
 
     @property
     def forward_tokens(self) -> int:
@@ -136,13 +139,16 @@ def generate(
     generator: torch.Generator | None = None,
     forced_actions: list[list[int]] | None = None,
     tokenizer=None,
+    state=None,
+    keep_states: bool = False,
 ) -> GenerationOutput:
     """Generate continuations for a batch of prompts (strings or token-id lists).
 
     ``model`` is a ColaModel (actions are latent) or a PlainLM (actions are tokens; ``action_ids``
     then equal ``token_ids``). forced_actions[i][t], when given, replaces the choice at step t of
     row i (steps past the end of a row's list fall back to ``config.action``). Finished rows leave
-    the batch, so a long straggler does not pay for the others.
+    the batch, so a long straggler does not pay for the others. ``state``: the model state of the
+    prompts (row i <-> prompts[i]) when the caller has it cached; no prefill is run then.
     """
     cfg = config or GenerationConfig()
     tok = tokenizer or model.tokenizer
@@ -157,8 +163,12 @@ def generate(
         model, cfg, generator
     )
     B, device = len(seqs), model.device
-    input_ids, mask = left_pad(seqs, pad_id(tok), device)
-    state = decoder.start(input_ids, mask)
+    prefill = 0
+    if state is None:
+        input_ids, mask = left_pad(seqs, pad_id(tok), device)
+        state = decoder.start(input_ids, mask)
+        prefill = int(mask.sum())
+    final_states: list | None = [None] * B if keep_states else None
     eos = tok.eos_token_id if cfg.stop_at_eos else None
     tail = max((len(s) for s in cfg.stop_strings), default=0) + 8
     out_tokens: list[list[int]] = [[] for _ in range(B)]
@@ -187,6 +197,11 @@ def generate(
                 reasons[r] = "stop"
             else:
                 keep.append(j)
+        if final_states is not None:
+            last = step == cfg.max_new_tokens - 1
+            for j, r in enumerate(rows):
+                if last or reasons[r] != "length":
+                    final_states[r] = state.select([j])
         if not keep or step == cfg.max_new_tokens - 1:
             break
         if len(keep) < len(rows):
@@ -203,6 +218,7 @@ def generate(
         action_ids=out_actions,
         action_logprobs=out_logps,
         finish_reasons=reasons,
-        prefill_tokens=int(mask.sum()),
+        prefill_tokens=prefill,
         decode_tokens=decode_tokens,
+        final_states=final_states,
     )

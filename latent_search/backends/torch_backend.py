@@ -108,15 +108,28 @@ class TorchBackend:
     ) -> list[list[int]]:
         from cola_models.generation import GenerationConfig, generate
 
+        if not prefixes:
+            self.last_costs = []
+            return []
         cfg = GenerationConfig(
             max_new_tokens=max_new_tokens,
             action="sample" if sample else "greedy",
             stop_strings=stop,
         )
-        out = self._timed(lambda: generate(self.model, prefixes, cfg, generator=generator))
-        self.usage.prefill_tokens += out.prefill_tokens
+        # Start from the cached prefix states (a search's new node is one step from its parent)
+        # and keep each row's final state: valuing the finished text (Q at the state before its
+        # last token) or extending it then costs nothing more.
+        start = self.states(prefixes)
+        costs = list(self.last_costs)
+        out = self._timed(
+            lambda: generate(
+                self.model, prefixes, cfg, generator=generator, state=start, keep_states=True
+            )
+        )
         self.usage.decode_tokens += out.decode_tokens
-        self.last_costs = [len(p) + len(t) - 1 for p, t in zip(prefixes, out.token_ids)]
+        for p, toks, st in zip(prefixes, out.token_ids, out.final_states):
+            self._remember(tuple(p) + tuple(toks[:-1]), st)
+        self.last_costs = [c + len(t) - 1 for c, t in zip(costs, out.token_ids)]
         return out.token_ids
 
     def decode(self, tokens: list[int]) -> str:

@@ -49,3 +49,25 @@ def test_per_problem_tokens_add_up_to_all_model_work(tiny_cola):
         assert all(r.tokens_used > 0 for r in results)
     with pytest.raises(ValueError, match="unknown search"):
         SearchSpec(algorithm="dfs")
+
+
+def test_rollouts_start_from_cached_states_and_keep_their_final_state(tiny_cola):
+    from cola_models.generation import GenerationConfig, generate
+
+    be = TorchBackend(tiny_cola)
+    root = [1, 40, 41, 42]
+    be.prior([root])  # the node's state is now cached
+    child = root + [int(be.expand([root], torch.tensor([[3]]))[0, 0])]
+    (out,) = be.rollout([child], 6, sample=False)
+    fresh = generate(tiny_cola, [child], GenerationConfig(max_new_tokens=6, action="greedy"))
+    assert out == fresh.token_ids[0]  # same tokens as a from-scratch generation
+    assert be.last_costs == [1 + len(out) - 1]  # one step to the child, then decode: no prefill
+    # Valuing the finished text (Q before its last token) reuses the rollout's final state...
+    before = be.usage.tokens
+    prior = be.prior([child + out[:-1]])
+    assert be.usage.tokens == before and be.last_costs == [0]
+    # ...and that state equals a fresh prefill of the same prefix.
+    ids, mask = left_pad([child + out[:-1]], 0)
+    ref = tiny_cola.start(ids, mask)
+    assert torch.allclose(prior.logits, ref.policy_logits, atol=1e-4)
+    assert torch.allclose(prior.q, ref.q_values, atol=1e-4)
