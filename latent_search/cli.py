@@ -182,7 +182,9 @@ def evaluate(
     search: SearchOpt = "greedy",
     budget: BudgetOpt = None,
     scorer: ScorerOpt = "q",
-    max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Generation length cap (default 256; diversity: 32).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search / sampler.")] = 0,
     rounds: RoundsOpt = 32,
     n: NOpt = 8,
@@ -196,13 +198,42 @@ def evaluate(
     template: TemplateOpt = None,
     strict: StrictOpt = False,
     allow_download: DownloadOpt = False,
+    metric: Annotated[
+        str, typer.Option(help="accuracy | diversity (semantic diversity of sampling modes).")
+    ] = "accuracy",
+    embedder: Annotated[str, typer.Option(help="diversity: minilm | ngram.")] = "minilm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Evaluate a model + search on a problem set: results.jsonl and summary.json in OUT."""
+    """Evaluate a model + search on a problem set: results.jsonl and summary.json in OUT.
+    With --metric diversity: --n continuations of each of --limit prefixes per sampling mode."""
     from eval.runner import EvalConfig, run_eval
 
+    if metric == "diversity":
+        from eval.diversity_run import run_diversity
+
+        report = run_diversity(
+            model_name=model,
+            task=task,
+            out=out,
+            limit=limit,
+            n=n,
+            max_new_tokens=max_new_tokens or 32,
+            seed=seed,
+            embedder=embedder,
+            data=str(data) if data else None,
+        )
+        if as_json:
+            emit_json(report)
+            return
+        typer.echo(f"{'mode':<16}{'similarity':>12}{'diversity':>12}")
+        for mode, r in report["modes"].items():
+            typer.echo(f"{mode:<16}{r['similarity']:>12.3f}{r['diversity']:>12.3f}")
+        return
+    if metric != "accuracy":
+        raise ValueError(f"unknown metric {metric!r}; choose accuracy or diversity")
+
     spec = search_spec(
-        search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
+        search, budget, scorer, max_new_tokens or 256, seed, rounds, n, beam_width, expand_k, gumbel
     )
     cfg = EvalConfig(
         task=task,

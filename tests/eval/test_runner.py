@@ -80,3 +80,35 @@ def test_eval_cli_and_its_errors(tmp_path):
         bad = runner.invoke(app, ["eval", "--out", str(tmp_path / "b"), *args])
         assert bad.exit_code == 2, (args, bad.output)
         assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
+
+
+def test_default_comparison_matches_budgets():
+    from eval.compare import default_methods
+
+    methods = default_methods(960, 60.0)
+    names = [m.name for m in methods]
+    assert len(set(names)) == len(names)
+    searches = [m for m in methods if m.search.algorithm in ("beam", "mcts", "mcts-q")]
+    assert {m.search.algorithm for m in searches} == {"beam", "mcts", "mcts-q"}
+    assert all(m.search.budget == 960 for m in searches)
+    assert any(m.level == "token" and m.value_model == "tiny-arith" for m in searches)
+    bon = [m for m in methods if m.search.algorithm == "best-of-n"]
+    assert bon and all(m.search.n == 16 for m in bon)  # 960 / 60 samples
+
+
+def test_eval_diversity_cli(tmp_path):
+    res = runner.invoke(
+        app,
+        ["eval", "--metric", "diversity", "--out", str(tmp_path), "--limit", "3", "--n", "3",
+         "--max-new-tokens", "8", "--embedder", "ngram", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert set(report["modes"]) == {"latent", "token", "random"}
+    assert json.loads((tmp_path / "diversity.json").read_text()) == report
+    for args in (["--embedder", "nope"], ["--n", "1"], ["--model", "tiny-arith-base"]):
+        bad = runner.invoke(
+            app, ["eval", "--metric", "diversity", "--out", str(tmp_path / "b"), "--limit", "2",
+                  *args],
+        )  # fmt: skip
+        assert bad.exit_code == 2 and bad.output.startswith("error: "), (args, bad.output)
