@@ -73,7 +73,6 @@ from vllm.sequence import IntermediateTensors
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
-from cola_models.sampling import sample_logits
 from cola_models.world_model import WorldModelHead
 
 EXTRA_KEY = "cola"
@@ -291,10 +290,10 @@ class ColaVLLMForCausalLM(nn.Module):
 class _Row:
     mode: str  # "generate" | "prior" | "expand"
     output_ids: list[int]  # live reference to the request's generated tokens
-    action: str = "sample"  # generate: "sample" | "greedy"
+    greedy: bool = False  # generate: argmax action instead of a sample
     actions: list[int] = field(default_factory=list)  # generate: forced a_t; expand: candidates
-    temperature: float | None = None
-    top_k: int | None = None
+    temperature: float = 1.0
+    top_k: int = 0
     seed: int = 0
 
 
@@ -308,10 +307,54 @@ def _row_settings(params) -> dict:
     return extra
 
 
-def _step_generator(seed: int, step: int, device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
-    return g
+def _signed(c: int) -> int:
+    return c - 2**64 if c >= 2**63 else c
+
+
+_GOLDEN, _MIX1, _MIX2 = (
+    _signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+)
+
+
+def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def hashed_uniform(seed: torch.Tensor, step: torch.Tensor, n: int) -> torch.Tensor:
+    """Uniforms in (0, 1), [R, n], a pure function of (seed[r], step[r], column): splitmix64
+    over wrapping int64 arithmetic. A counter-based generator needs no per-row RNG state, so a
+    sampled action does not depend on batch order or preemption, and nothing syncs the device."""
+    cols = torch.arange(n, device=seed.device, dtype=torch.int64)
+    x = seed[:, None] * _GOLDEN + step[:, None] * _MIX2 + cols[None, :] + _GOLDEN
+    x = (x ^ _shr(x, 30)) * _MIX1
+    x = (x ^ _shr(x, 27)) * _MIX2
+    x = x ^ _shr(x, 31)
+    return (_shr(x, 40).to(torch.float64) + 0.5) / float(1 << 24)
+
+
+def choose_actions(
+    policy: torch.Tensor,
+    greedy: torch.Tensor,
+    forced: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    seed: torch.Tensor,
+    step: torch.Tensor,
+) -> torch.Tensor:
+    """One action per row of policy logits [R, K]: forced (>= 0) wins, else argmax (greedy) or a
+    sample from softmax(logits / temperature) restricted to the top_k (0: all K) actions, drawn by
+    Gumbel-max with ``hashed_uniform`` noise. Same distribution as cola_models.sampling
+    .sample_logits (a different random stream)."""
+    R, K = policy.shape
+    logits = policy.float() / temperature[:, None]
+    k = torch.where((top_k > 0) & (top_k < K), top_k, torch.full_like(top_k, K))
+    kth = logits.sort(-1, descending=True).values.gather(-1, (k - 1)[:, None])  # [R, 1]
+    logits = logits.masked_fill(logits < kth, float("-inf"))
+    gumbel = -torch.log(-torch.log(hashed_uniform(seed, step, K))).to(logits.dtype)
+    sampled = (logits + gumbel).argmax(-1)
+    acts = torch.where(greedy, policy.argmax(-1), sampled)
+    return torch.where(forced >= 0, forced, acts)
 
 
 class ColaLogitsProcessor(LogitsProcessor):
@@ -327,27 +370,33 @@ class ColaLogitsProcessor(LogitsProcessor):
             raise ValueError("cola action must be 'sample' or 'greedy'")
         if mode == "expand" and not extra.get("actions"):
             raise ValueError("cola expand needs a non-empty 'actions' list")
+        if extra.get("temperature") is not None and extra["temperature"] <= 0:
+            raise ValueError("cola temperature must be > 0")
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         self.key = vllm_config.model_config.model
         self.device = device
         self.rows: dict[int, _Row] = {}
         self._model: ColaVLLMForCausalLM | None = None
+        cola = _cola(vllm_config.model_config.hf_config)
+        self.default_temperature = float(cola.get("action_temperature", 1.0))
+        self.default_top_k = int(cola.get("action_top_k", 0))
 
     def is_argmax_invariant(self) -> bool:
         return False  # it decides the greedy token
 
-    @staticmethod
-    def _new_row(params, _prompt, output_ids: list[int]) -> _Row:
+    def _new_row(self, params, _prompt, output_ids: list[int]) -> _Row:
         extra = _row_settings(params)
         seed = extra.get("seed", params.seed)
+        temperature = extra.get("temperature")
+        top_k = extra.get("top_k")
         return _Row(
             mode=extra.get("mode", "generate"),
             output_ids=output_ids,
-            action=extra.get("action", "sample"),
+            greedy=extra.get("action", "sample") == "greedy",
             actions=[int(a) for a in extra.get("actions", ())],
-            temperature=extra.get("temperature"),
-            top_k=extra.get("top_k"),
+            temperature=float(temperature or self.default_temperature),
+            top_k=int(self.default_top_k if top_k is None else top_k),
             seed=int(seed) if seed is not None else random.getrandbits(62),
         )
 
@@ -364,53 +413,60 @@ class ColaLogitsProcessor(LogitsProcessor):
         if not self.rows:
             return logits
         m = self.model
-        R, K = logits.shape[0], m.n_actions
+        K, dev = m.n_actions, logits.device
         # Copies: the rows are overwritten in place below.
         h, policy, q = (None if t is None else t.clone() for t in m.unpack(logits))
-        gen_rows: list[int] = []
-        gen_actions: list[int] = []
-        expand_rows: list[tuple[int, list[int]]] = []
-        prior_rows: list[int] = []
-        greedy_policy = policy.argmax(-1).tolist()
-        for i in range(R):
+        gen, expand, prior = [], [], []
+        meta = []  # per generate row: greedy, forced, temperature, top_k, seed, step
+        for i in range(logits.shape[0]):
             row = self.rows.get(i)
             if row is None:
                 continue
             if row.mode == "prior":
-                prior_rows.append(i)
+                prior.append(i)
             elif row.mode == "expand":
-                expand_rows.append((i, row.actions))
+                expand.append((i, row.actions))
             else:
-                t = len(row.output_ids)
-                if t < len(row.actions):
-                    a = row.actions[t]
-                elif row.action == "greedy":
-                    a = greedy_policy[i]
-                else:
-                    temperature = row.temperature or m.action_temperature
-                    top_k = m.action_top_k if row.top_k is None else row.top_k
-                    g = _step_generator(row.seed, t, policy.device)
-                    a = int(sample_logits(policy[i : i + 1], temperature, top_k, g)[0])
-                gen_rows.append(i)
-                gen_actions.append(a)
-        # One batched world-model call for every (row, action) pair of this step.
-        feats = [h[gen_rows]] + [h[i : i + 1].expand(len(acts), -1) for i, acts in expand_rows]
-        acts = gen_actions + [a for _, a_list in expand_rows for a in a_list]
+                t = len(row.output_ids)  # the step: tokens generated so far
+                forced = row.actions[t] if t < len(row.actions) else -1
+                gen.append(i)
+                meta.append((row.greedy, forced, row.temperature, row.top_k, row.seed, t))
+        feats, acts = [], []
+        if gen:
+            cols = list(zip(*meta))
+            idx = torch.tensor(gen, device=dev)
+            acts.append(
+                choose_actions(
+                    policy[idx],
+                    torch.tensor(cols[0], device=dev),
+                    torch.tensor(cols[1], device=dev),
+                    torch.tensor(cols[2], device=dev, dtype=torch.float32),
+                    torch.tensor(cols[3], device=dev),
+                    torch.tensor(cols[4], device=dev, dtype=torch.int64),
+                    torch.tensor(cols[5], device=dev, dtype=torch.int64),
+                )
+            )
+            feats.append(h[idx])
+        if expand:
+            rep = [i for i, a_list in expand for _ in a_list]
+            feats.append(h[torch.tensor(rep, device=dev)])
+            acts.append(torch.tensor([a for _, a_list in expand for a in a_list], device=dev))
         if acts:
-            world = m.world_logits(torch.cat(feats), torch.tensor(acts, device=h.device)).float()
-            n = len(gen_rows)
-            if n:
-                logits[gen_rows] = world[:n]
-            if expand_rows:
-                tokens = world[n:].argmax(-1).float()
+            # One batched world-model call for every (row, action) pair of this step.
+            world = m.world_logits(torch.cat(feats), torch.cat(acts)).float()
+            if gen:
+                logits[idx] = world[: len(gen)]
+            if expand:
+                tokens = world[len(gen) :].argmax(-1).float()
                 j = 0
-                for i, a_list in expand_rows:
+                for i, a_list in expand:
                     logits[i] = float("-inf")
                     logits[i, : len(a_list)] = tokens[j : j + len(a_list)]
                     j += len(a_list)
-        for i in prior_rows:
-            logits[i] = float("-inf")
-            logits[i, :K] = policy[i]
+        if prior:
+            pidx = torch.tensor(prior, device=dev)
+            logits[pidx] = float("-inf")
+            logits[pidx, :K] = policy[pidx]
             if q is not None:
-                logits[i, K : 2 * K] = q[i]
+                logits[pidx, K : 2 * K] = q[pidx]
         return logits
