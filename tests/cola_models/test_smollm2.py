@@ -38,3 +38,15 @@ def test_smollm2_expansion_parity_and_counts(smol):
     assert (shared[:, 1] - full).abs().max() < 1e-4
     counts = smol.param_counts()
     assert 134e6 < counts["backbone"] < 135e6 and counts["codebook"] == 64 * 576
+
+
+def test_plain_smollm2_lm_by_name_matches_the_cola_backbone(smol):
+    """`smollm2-135m-lm` is the same pretrained LM as the CoLA preset's backbone, as a plain LM
+    with the instruct chat prompt (the token-level baseline on real benchmarks)."""
+    lm = cm.load_model("smollm2-135m-lm")
+    assert lm.kind == "lm" and "{question}" in lm.generation_defaults["prompt_template"]
+    ids, mask = left_pad(encode(lm.tokenizer, ["The capital of France is"]), 0)
+    with torch.no_grad():
+        a = lm.backbone.lm(input_ids=ids, attention_mask=mask).logits
+        b = smol.backbone.lm(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(a, b)
