@@ -132,6 +132,7 @@ def summarize(records: list[dict], cfg: EvalConfig, total: int, warnings=()) -> 
         "tokens_per_problem": sum(r["tokens"] for r in records) / max(n, 1),
         "seconds_per_problem": sum(r["seconds"] for r in records) / max(n, 1),
         "skipped_data_lines": list(warnings),
+        "unanswered_too_long": sum(1 for r in records if "error" in r),
     }
     if cfg.samples > 1:
         for name in ("maj", "pass"):
@@ -185,25 +186,30 @@ def run_eval(
             cfg.model, cfg.search, value_model=cfg.value_model, backend=cfg.backend
         )
         searcher.template = prompt_template(cfg, searcher.model)
-        ids_all = searcher.encode([it.question for it in todo], spec.max_new_tokens)
+        ids_all = searcher.encode_fitting([it.question for it in todo], spec.max_new_tokens)
     if progress:
         progress(len(records), len(items))
     for start in range(0, len(todo), cfg.batch_size):
-        chunk = todo[start : start + cfg.batch_size]
-        prompts = ids_all[start : start + cfg.batch_size]
+        rows = list(zip(todo, ids_all))[start : start + cfg.batch_size]
+        # A prompt longer than the context is recorded as unanswered (wrong), not dropped.
+        chunk = [(it, ids) for it, ids in rows if not isinstance(ids, str)]
         per_sample = []
-        for s in range(cfg.samples):
+        for s in range(cfg.samples if chunk else 0):
             t0 = time.perf_counter()
             results = run_search(
                 searcher.backend,
-                prompts,
+                [ids for _, ids in chunk],
                 SearchSpec(**{**asdict(spec), "seed": spec.seed + s}),
                 answer_fn=extract_answer,
                 value_backend=searcher.value_backend,
             )
             secs = (time.perf_counter() - t0) / len(chunk)
             per_sample.append((results, secs))
-        new = [_record(it, i, per_sample) for i, it in enumerate(chunk)]
+        fits = {it.id: i for i, (it, _) in enumerate(chunk)}
+        new = [
+            _record(it, fits[it.id], per_sample) if it.id in fits else _unanswered(it, ids)
+            for it, ids in rows
+        ]
         _append(res_path, new)
         records += new
         atomic_write_text(
@@ -215,6 +221,24 @@ def run_eval(
     summary = summarize(records, cfg, len(items), warnings)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _unanswered(item, reason: str) -> dict:
+    return {
+        "id": item.id,
+        "question": item.question,
+        "reference": item.answer,
+        "output": "",
+        "answer": None,
+        "correct": False,
+        "maj_correct": False,
+        "pass_correct": False,
+        "tokens": 0,
+        "seconds": 0.0,
+        "groups": item.groups,
+        "oracle": False,
+        "error": reason,
+    }
 
 
 def _record(item, row: int, per_sample: list) -> dict:

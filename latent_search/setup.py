@@ -18,6 +18,15 @@ class Searcher:
 
     def encode(self, questions: list[str], max_new_tokens: int) -> list[list[int]]:
         """Token ids of each question's prompt; a prompt that cannot fit is a user error."""
+        ids = self.encode_fitting(questions, max_new_tokens)
+        for row in ids:
+            if isinstance(row, str):
+                raise ValueError(row)
+        return ids
+
+    def encode_fitting(self, questions: list[str], max_new_tokens: int) -> list:
+        """Like ``encode``, but a prompt that cannot fit becomes the reason why (a string), so
+        that an evaluation records it instead of stopping."""
         import cola_models as cm
 
         for q in questions:
@@ -25,13 +34,13 @@ class Searcher:
                 raise ValueError("the question is empty")
         prompts = [self.template.replace("{question}", q) for q in questions]
         ids = cm.tokenizer_encode(self.model.tokenizer, prompts)
-        for row in ids:
-            if len(row) + max_new_tokens > self.context:
-                raise ValueError(
-                    f"the question takes {len(row)} tokens; with {max_new_tokens} new tokens "
-                    f"that exceeds the model's context of {self.context}"
-                )
-        return ids
+        return [
+            row
+            if len(row) + max_new_tokens <= self.context
+            else f"the question takes {len(row)} tokens; with {max_new_tokens} new tokens that "
+            f"exceeds the model's context of {self.context}"
+            for row in ids
+        ]
 
 
 def load_searcher(

@@ -112,3 +112,14 @@ def test_eval_diversity_cli(tmp_path):
                   *args],
         )  # fmt: skip
         assert bad.exit_code == 2 and bad.output.startswith("error: "), (args, bad.output)
+
+
+def test_a_prompt_longer_than_the_context_is_recorded_not_fatal(tmp_path):
+    from eval.datasets import PROMPT_TEMPLATES
+
+    long_template = "x " * 1100 + "{question}"  # past tiny-arith's 1024-token context
+    assert "{question}" in long_template and "qa" in PROMPT_TEMPLATES
+    s = run_eval(EvalConfig(limit=2, model="tiny-arith", template=long_template), tmp_path)
+    recs = _lines(tmp_path / "results.jsonl")
+    assert s["n"] == 2 and s["unanswered_too_long"] == 2 and s["accuracy"] == 0.0
+    assert all("exceeds the model's context" in r["error"] for r in recs)
