@@ -48,6 +48,10 @@ def load_searcher(
 ) -> Searcher:
     import cola_models as cm
 
+    from .backends.factory import BACKENDS, make_backend
+
+    if backend not in BACKENDS:  # before loading a model: fail fast
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     model = cm.load_model(model_name)
     value_backend = None
     if value_model:
@@ -56,7 +60,7 @@ def load_searcher(
             raise ValueError(f"--value-model {value_model} has no Q head")
         if value.tokenizer.get_vocab() != model.tokenizer.get_vocab():
             raise ValueError("--value-model must share the searched model's tokenizer")
-        value_backend = _backend("torch", value)
+        value_backend = make_backend("torch", value)
     elif model.kind == "lm" and (
         spec.algorithm in ("beam", "mcts", "mcts-q")
         or (spec.algorithm == "best-of-n" and spec.scorer == "q")
@@ -69,18 +73,8 @@ def load_searcher(
     template = model.generation_defaults.get("prompt_template", "{question}")
     return Searcher(
         model=model,
-        backend=_backend(backend, model),
+        backend=make_backend(backend, model),
         value_backend=value_backend,
         template=template,
         context=model.backbone.hf_config.max_position_embeddings,
     )
-
-
-def _backend(name: str, model):
-    if name == "torch":
-        from .backends.torch_backend import TorchBackend
-
-        return TorchBackend(model)
-    from .backends.factory import make_backend
-
-    return make_backend(name, model)
