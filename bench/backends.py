@@ -2,9 +2,10 @@
 
   rollout    policy-sampled CoLA rollouts (actions sampled top-k/temperature, tokens greedy) of B
              distinct prompts, up to --new-tokens each: generated tokens per second.
-  expansion  B search nodes, each a fresh child (one new token) of a parent whose state the
-             backend has already seen (torch: its per-prefix state cache; vLLM: its prefix
-             cache), expanded with k forced actions: children (decoded tokens) per second.
+  expansion  B fresh search nodes, each a child (one new token) of a parent the backend has
+             already seen (torch: its per-prefix state cache; vLLM: its prefix cache), expanded
+             as search does it: the node's prior (policy + Q), then its k most probable actions
+             decoded: children (decoded tokens) per second.
 
 Each repeat uses prompts not seen before (so neither backend reuses a previous repeat's work);
 the median of --repeats runs after one warm-up. The torch backend is measured first, before
@@ -38,13 +39,15 @@ def _rollout(backend, prompts, new_tokens, seed):
 
 
 def _expansion(backend, prompts, k, space):
-    """Children decoded and seconds of expanding fresh children of already-seen parents."""
-    backend.prior(prompts)  # untimed setup: the parents are now in the state / prefix cache
-    children = [p + [space] for p in prompts]
-    actions = (torch.arange(k)[None] + torch.arange(len(children))[:, None]) % backend.n_actions
+    """Children decoded and seconds of expanding fresh nodes, as a search does: the node's prior
+    (policy + Q), then its k most probable actions decoded. Each node is a new child (one more
+    token) of a parent the backend has already seen (its state / prefix cache holds it)."""
+    backend.prior(prompts)  # untimed setup: the parents
+    nodes = [p + [space] for p in prompts]
     t = time.perf_counter()
-    backend.expand(children, actions)
-    return len(children) * k, time.perf_counter() - t
+    prior = backend.prior(nodes)
+    backend.expand(nodes, prior.logits.topk(k, dim=-1).indices)
+    return len(nodes) * k, time.perf_counter() - t
 
 
 def measure(backend, prompts_for, batches, *, new_tokens: int, k: int, repeats: int, space: int):

@@ -19,7 +19,10 @@ What each protocol call becomes (all requests carry exact token ids, ``TokensPro
   ``[policy logits | Q values]``, returned through ``logprobs`` (``logprobs_mode=
   "processed_logits"``). The policy and Q run inside vLLM on the cached prefix, so valuing a
   rollout's end costs the last partial KV block, not a teacher-forced pass in torch.
-* ``expand``: one single-step request per prefix; its k candidate actions are decoded from the
+  The same request decodes the children of the policy's top ``prefetch_children`` actions
+  (from the same h), since search expands a node right after reading its prior.
+* ``expand``: answered from those prefetched children when it can (no engine call, no cost);
+  otherwise one single-step request per prefix whose k candidate actions are decoded from the
   one h of the prefix's last token (the one-backbone-step-per-node property) and come back as
   values of the returned row.
 
@@ -42,6 +45,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -196,7 +200,9 @@ class VLLMBackend:
     size it as a share of RAM minus this process's own memory), ``block_size`` (prefix-cache granularity; 16 on GPU, 32 on CPU,
     whose attention kernel needs a multiple of 32), ``enforce_eager`` (default: on
     CPU, off on GPU so vLLM compiles the stack and captures CUDA graphs), ``max_model_len``,
-    ``max_num_seqs``, ``in_process`` (default True: the engine runs in this process, so scripts
+    ``max_num_seqs``, ``prefetch_children`` (8: each ``prior`` also decodes the children of the
+    policy's top 8 actions, so the ``expand`` that search calls next on the same node usually
+    needs no engine call; 0 turns it off), ``in_process`` (default True: the engine runs in this process, so scripts
     need no ``__main__`` guard; False uses vLLM's engine-core process), ``workdir`` (where the
     export is written; a temporary directory by default), ``engine_args`` (anything else for
     ``vllm.LLM``).
@@ -217,6 +223,7 @@ class VLLMBackend:
         workdir: str | None = None,
         seed: int = 0,
         engine_args: dict | None = None,
+        prefetch_children: int = 8,
     ) -> None:
         if getattr(model, "kind", "cola") != "cola":
             raise ValueError("the vLLM backend serves CoLA models; plain LMs use --backend torch")
@@ -236,6 +243,9 @@ class VLLMBackend:
         self.last_costs: list[int] = []
         self.has_q = model.q is not None
         self._stop_cache: dict[tuple[str, ...], list[int]] = {}
+        self.prefetch_children = max(0, min(prefetch_children, model.n_actions))
+        self._children: OrderedDict[tuple[int, ...], dict[int, int]] = OrderedDict()
+        self._children_rows = 65536
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cola-vllm-"))
         export_for_vllm(model, self.workdir, dtype=dtype)
@@ -256,7 +266,7 @@ class VLLMBackend:
             block_size=block_size or (16 if on_gpu else 32),
             logits_processors=[ColaLogitsProcessor],
             logprobs_mode="processed_logits",
-            max_logprobs=2 * model.n_actions,
+            max_logprobs=2 * model.n_actions + 2 * self.prefetch_children,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             max_model_len=max_model_len or min(ctx, 4096),
@@ -329,22 +339,54 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ protocol
     def prior(self, prefixes: list[list[int]]) -> Prior:
-        K = self.n_actions
+        K, m = self.n_actions, self.prefetch_children
         width = 2 * K if self.has_q else K
         rows = self._single_step(
-            prefixes, [{"mode": "prior"}] * len(prefixes), [width] * len(prefixes)
+            prefixes,
+            [{"mode": "prior", "prefetch": m}] * len(prefixes),
+            [width + 2 * m] * len(prefixes),
         )
-        table = torch.stack(rows)  # [B, K or 2K]
-        return Prior(table[:, :K].contiguous(), table[:, K:].contiguous() if self.has_q else None)
+        table = torch.stack(rows)  # [B, K (+K) + 2m]
+        if m:
+            for p, row in zip(prefixes, table):
+                actions, tokens = row[width : width + m].long(), row[width + m :].long()
+                self._remember(tuple(p), dict(zip(actions.tolist(), tokens.tolist())))
+        return Prior(
+            table[:, :K].contiguous(), table[:, K : 2 * K].contiguous() if self.has_q else None
+        )
+
+    def _remember(self, key: tuple[int, ...], children: dict[int, int]) -> None:
+        self._children[key] = children
+        self._children.move_to_end(key)
+        while len(self._children) > self._children_rows:
+            self._children.popitem(last=False)
 
     def expand(self, prefixes: list[list[int]], actions: Tensor) -> Tensor:
+        """Tokens of (prefix, action) pairs [B, k]. Pairs decoded by an earlier ``prior`` of the
+        prefix (its top actions, see ``prefetch_children``) come from memory at no cost; the
+        other rows are one single-step vLLM request each."""
         acts = actions.tolist()
-        rows = self._single_step(
-            prefixes,
-            [{"mode": "expand", "actions": [int(a) for a in a_row]} for a_row in acts],
-            [len(a_row) for a_row in acts],
-        )
-        return torch.stack(rows).long()  # [B, k]
+        out = torch.empty(actions.shape, dtype=torch.long)
+        missing = []
+        for r, (p, a_row) in enumerate(zip(prefixes, acts)):
+            known = self._children.get(tuple(p))
+            if known is not None and all(a in known for a in a_row):
+                out[r] = torch.tensor([known[a] for a in a_row])
+                self._children.move_to_end(tuple(p))
+            else:
+                missing.append(r)
+        costs = [0] * len(prefixes)
+        if missing:
+            rows = self._single_step(
+                [prefixes[r] for r in missing],
+                [{"mode": "expand", "actions": [int(a) for a in acts[r]]} for r in missing],
+                [len(acts[r]) for r in missing],
+            )
+            for r, row, c in zip(missing, rows, self.last_costs):
+                out[r] = row.long()
+                costs[r] = c
+        self.last_costs = costs
+        return out
 
     def rollout(
         self,

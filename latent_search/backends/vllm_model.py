@@ -30,10 +30,12 @@ or forced), and decodes x_{t+1} = argmax lm_head(norm(merge(h_t, e_{a_t}))).
       return its vocabulary logits; vLLM's greedy sampler then takes the argmax, which is the
       CoLA token. Only one action per row reaches the LM head: for SmolLM2 (V = 49152, K = 64)
       all K candidates would be 3.1M logits per row.
-    - ``prior``: return ``[policy logits | Q values | -inf ...]``; ``expand``: decode the k
-      requested actions from the row's single h (one backbone step serves all k children, the
-      CoLA property search relies on) and return their token ids as values ``[t_1 .. t_k | -inf
-      ...]``. The engine runs with ``logprobs_mode="processed_logits"``, so asking for
+    - ``prior``: return ``[policy logits | Q values | a_1 .. a_m | t_1 .. t_m | -inf ...]``:
+      besides the policy and Q it decodes the children of the policy's top m actions
+      (``prefetch``), because search expands a node right after reading its prior;
+      ``expand``: decode the k requested actions and return their token ids as values
+      ``[t_1 .. t_k | -inf ...]``. Either way all children come from the row's single h: one
+      backbone step serves every child, the CoLA property search relies on. The engine runs with ``logprobs_mode="processed_logits"``, so asking for
       ``logprobs=2K`` (or k) returns exactly these values with their positions, float32 and
       unrounded: the vector travels back through vLLM's own output path, also across processes.
   A processor, not the model, does this because only the processor sees per-request data; the
@@ -43,8 +45,8 @@ or forced), and decodes x_{t+1} = argmax lm_head(norm(merge(h_t, e_{a_t}))).
   processed row the returned "logits" and the argmax the CoLA token. All randomness lives in the
   action, as in the reference's generation.
 
-Requirements that follow: vocabulary size >= D + 2K (tiny: 259 >= 160, tiny-arith: 512 >= 384,
-SmolLM2: 49152 >= 704, Llama-3.1-8B: 128256 >= 4224), and a Llama-architecture backbone
+Requirements that follow: vocabulary size >= D + 2K and >= 4K (tiny: 259 >= 160, tiny-arith:
+512 >= 384, SmolLM2: 49152 >= 704, Llama-3.1-8B: 128256 >= 4224), and a Llama-architecture backbone
 (``model_type="llama"``; vLLM's ``LlamaDecoderLayer`` is reused for every layer).
 """
 
@@ -192,10 +194,12 @@ class ColaVLLMForCausalLM(nn.Module):
         self.n_actions = int(cola["n_actions"])
         self.has_q = bool(cola["q_head"]) and int(cola["q_layers"]) > 0
         self.width = self.dim + self.n_actions * (2 if self.has_q else 1)
-        if self.vocab_size < self.dim + 2 * self.n_actions:
+        need = max(self.dim + 2 * self.n_actions, 4 * self.n_actions)
+        if self.vocab_size < need:
             raise ValueError(
-                f"CoLA on vLLM packs [h | policy | Q] into a logits row: vocab {self.vocab_size} "
-                f"must be >= hidden {self.dim} + 2 x {self.n_actions} actions"
+                f"CoLA on vLLM passes [h | policy | Q] and prior rows through vocabulary-sized "
+                f"logits rows: vocab {self.vocab_size} must be >= {need} (hidden {self.dim}, "
+                f"{self.n_actions} actions)"
             )
         self.norm_eps = float(config.rms_norm_eps)
         self.model = ColaStack(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
@@ -295,6 +299,7 @@ class _Row:
     temperature: float = 1.0
     top_k: int = 0
     seed: int = 0
+    prefetch: int = 0  # prior: also decode the children of the top-``prefetch`` actions
 
 
 _MODES = ("generate", "prior", "expand")
@@ -398,6 +403,7 @@ class ColaLogitsProcessor(LogitsProcessor):
             temperature=float(temperature or self.default_temperature),
             top_k=int(self.default_top_k if top_k is None else top_k),
             seed=int(seed) if seed is not None else random.getrandbits(62),
+            prefetch=int(extra.get("prefetch", 0)),
         )
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
@@ -423,7 +429,7 @@ class ColaLogitsProcessor(LogitsProcessor):
             if row is None:
                 continue
             if row.mode == "prior":
-                prior.append(i)
+                prior.append((i, min(row.prefetch, K)))
             elif row.mode == "expand":
                 expand.append((i, row.actions))
             else:
@@ -431,13 +437,16 @@ class ColaLogitsProcessor(LogitsProcessor):
                 forced = row.actions[t] if t < len(row.actions) else -1
                 gen.append(i)
                 meta.append((row.greedy, forced, row.temperature, row.top_k, row.seed, t))
-        feats, acts = [], []
+        # Every (row, action) pair of this step goes through one batched world-model call:
+        # generate rows (their chosen action), expand rows (their k actions), prior rows that
+        # prefetch (their top-m actions by policy).
+        feats, acts, n_pairs = [], [], []
         if gen:
             cols = list(zip(*meta))
-            idx = torch.tensor(gen, device=dev)
+            gidx = torch.tensor(gen, device=dev)
             acts.append(
                 choose_actions(
-                    policy[idx],
+                    policy[gidx],
                     torch.tensor(cols[0], device=dev),
                     torch.tensor(cols[1], device=dev),
                     torch.tensor(cols[2], device=dev, dtype=torch.float32),
@@ -446,27 +455,45 @@ class ColaLogitsProcessor(LogitsProcessor):
                     torch.tensor(cols[5], device=dev, dtype=torch.int64),
                 )
             )
-            feats.append(h[idx])
+            feats.append(h[gidx])
+        n_pairs.append(len(gen))
         if expand:
             rep = [i for i, a_list in expand for _ in a_list]
             feats.append(h[torch.tensor(rep, device=dev)])
             acts.append(torch.tensor([a for _, a_list in expand for a in a_list], device=dev))
+        n_pairs.append(sum(len(a) for _, a in expand))
+        fetch = [(i, n) for i, n in prior if n > 0]
+        top = {}
+        for n in sorted({n for _, n in fetch}):
+            rows = [i for i, k in fetch if k == n]
+            ridx = torch.tensor(rows, device=dev)
+            top[n] = (rows, policy[ridx].topk(n, dim=-1).indices)  # [r, n]
+            feats.append(h[ridx].repeat_interleave(n, dim=0))
+            acts.append(top[n][1].reshape(-1))
+        n_pairs.append(sum(n for _, n in fetch))
         if acts:
-            # One batched world-model call for every (row, action) pair of this step.
             world = m.world_logits(torch.cat(feats), torch.cat(acts)).float()
             if gen:
-                logits[idx] = world[: len(gen)]
-            if expand:
-                tokens = world[len(gen) :].argmax(-1).float()
-                j = 0
-                for i, a_list in expand:
-                    logits[i] = float("-inf")
-                    logits[i, : len(a_list)] = tokens[j : j + len(a_list)]
-                    j += len(a_list)
+                logits[gidx] = world[: n_pairs[0]]
+            tokens = world[n_pairs[0] :].argmax(-1).float()
+            j = 0
+            for i, a_list in expand:
+                logits[i] = float("-inf")
+                logits[i, : len(a_list)] = tokens[j : j + len(a_list)]
+                j += len(a_list)
         if prior:
-            pidx = torch.tensor(prior, device=dev)
+            # [policy | Q | prefetched actions | their tokens]
+            pidx = torch.tensor([i for i, _ in prior], device=dev)
             logits[pidx] = float("-inf")
             logits[pidx, :K] = policy[pidx]
+            base = K
             if q is not None:
                 logits[pidx, K : 2 * K] = q[pidx]
+                base = 2 * K
+            for n, (rows, actions) in top.items():
+                toks = tokens[j : j + len(rows) * n].view(len(rows), n)
+                j += len(rows) * n
+                ridx = torch.tensor(rows, device=dev)
+                logits[ridx, base : base + n] = actions.float()
+                logits[ridx, base + n : base + 2 * n] = toks
         return logits

@@ -86,6 +86,22 @@ def test_prior_matches_torch(vllm_backend, torch_backend, prompts):
     assert torch.equal(got.logits.argmax(-1), want.logits.argmax(-1))
 
 
+def test_children_decoded_with_the_prior_need_no_engine_call(vllm_backend, torch_backend, prompts):
+    prefixes = [p + [40] for p in prompts]  # nodes not seen before
+    prior = vllm_backend.prior(prefixes)
+    top = prior.logits.topk(3, dim=-1).indices  # within the 8 prefetched actions
+    calls = vllm_backend.usage.calls
+    got = vllm_backend.expand(prefixes, top)
+    assert vllm_backend.usage.calls == calls and vllm_backend.last_costs == [0] * len(prefixes)
+    assert torch.equal(got, torch_backend.expand(prefixes, top))
+    # Actions outside the prefetched ones go to the engine, and agree too.
+    bottom = prior.logits.topk(3, dim=-1, largest=False).indices
+    assert torch.equal(
+        vllm_backend.expand(prefixes, bottom), torch_backend.expand(prefixes, bottom)
+    )
+    assert vllm_backend.usage.calls == calls + 1
+
+
 def test_prior_of_a_rolled_out_prefix_is_served_from_the_prefix_cache(vllm_backend, prompts):
     out = vllm_backend.rollout(prompts[:1], 80, sample=False)
     before = vllm_backend.usage.cached_tokens
