@@ -6,6 +6,7 @@ read h and reuse the backbone's own ``final_norm`` and ``lm_head``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from typing import Any
@@ -100,6 +101,24 @@ def quiet_hf() -> None:
     logging.disable_progress_bar()
 
 
+@contextlib.contextmanager
+def _no_tqdm():
+    """transformers' GGUF converter wraps its tensor loop in a bare tqdm that its progress-bar
+    switch does not reach; swap it for a pass-through while loading."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable=None, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+
+
 def _hf_config_from_dict(d: dict[str, Any]):
     from transformers import AutoConfig
 
@@ -164,9 +183,10 @@ def load_backbone(spec: BackboneSpec, *, allow_download: bool = False) -> tuple[
             raise ColaError(
                 "loading GGUF needs the 'gguf' package: pip install 'latent-search[smollm2]'"
             )
-        loaded = AutoModelForCausalLM.from_pretrained(
-            spec.path, gguf_file=spec.gguf_file, local_files_only=True
-        )
+        with _no_tqdm():  # transformers' GGUF converter draws a bar of its own on stderr
+            loaded = AutoModelForCausalLM.from_pretrained(
+                spec.path, gguf_file=spec.gguf_file, local_files_only=True
+            )
         # A GGUF-loaded model refuses save_pretrained and carries a quantization config; rebuild a
         # plain model of the same architecture and move the (dequantized) weights over.
         lm = build_backbone_from_config(config_dict(loaded))
