@@ -28,9 +28,10 @@ What each protocol call becomes (all requests carry exact token ids, ``TokensPro
 
 Cost accounting: ``usage`` and ``last_costs`` count the tokens vLLM actually computed
 (prompt tokens not served by the prefix cache, plus decode steps); ``usage.cached_tokens`` counts
-the prompt tokens the cache served. The torch backend counts its own per-prefix state cache the
-same way, but the two caches differ (vLLM caches whole blocks of ``block_size`` tokens and always
-recomputes a prompt's last token), so token budgets bind at slightly different points.
+the prompt tokens the cache served. vLLM caches whole blocks of ``block_size`` tokens and always
+recomputes a prompt's last token, so every new node and every valued rollout end recomputes its
+last partial block; the torch backend keeps exact per-prefix states and pays one step. A search
+therefore spends more model tokens here, and a token budget binds earlier.
 
 Exactness: with greedy actions the token ids equal the torch backend's in float32 (tested on the
 tiny preset, the bundled tiny-arith and SmolLM2-135M); numerics differ in the last bits (vLLM's
@@ -194,18 +195,24 @@ def _stop_token_ids(tokenizer, stops: tuple[str, ...]) -> list[int]:
 class VLLMBackend:
     """Backend protocol over a vLLM engine running the CoLA model (see the module docstring).
 
-    Options: ``dtype`` ("float32" for exact parity on CPU; "bfloat16" on GPUs),
-    ``gpu_memory_utilization`` (GPU: the share of its memory vLLM may take; 0.8),
-    ``kv_cache_gib`` (a fixed KV-cache size; default 1 GiB on CPU, where vLLM would otherwise
-    size it as a share of RAM minus this process's own memory), ``block_size`` (prefix-cache granularity; 16 on GPU, 32 on CPU,
-    whose attention kernel needs a multiple of 32), ``enforce_eager`` (default: on
-    CPU, off on GPU so vLLM compiles the stack and captures CUDA graphs), ``max_model_len``,
-    ``max_num_seqs``, ``prefetch_children`` (8: each ``prior`` also decodes the children of the
-    policy's top 8 actions, so the ``expand`` that search calls next on the same node usually
-    needs no engine call; 0 turns it off), ``in_process`` (default True: the engine runs in this process, so scripts
-    need no ``__main__`` guard; False uses vLLM's engine-core process), ``workdir`` (where the
-    export is written; a temporary directory by default), ``engine_args`` (anything else for
-    ``vllm.LLM``).
+    Options:
+    - ``dtype``: "float32" (exact parity with the torch backend on CPU) or "bfloat16" (GPUs).
+    - ``gpu_memory_utilization``: on a GPU, the share of its memory vLLM may take (0.8).
+    - ``kv_cache_gib``: a fixed KV-cache size; 1 GiB by default on CPU, where vLLM would
+      otherwise take a share of RAM minus this process's own memory (the torch model included).
+    - ``block_size``: prefix-cache granularity; 16 on GPU, 32 on CPU (whose attention kernel
+      needs a multiple of 32).
+    - ``enforce_eager``: default on for CPU; off on GPU, so vLLM compiles the stack and captures
+      CUDA graphs.
+    - ``prefetch_children`` (8): each ``prior`` also decodes the children of the policy's top 8
+      actions, so the ``expand`` that search calls next on the same node usually needs no engine
+      call; 0 turns it off.
+    - ``in_process`` (True): the engine runs in this process, so scripts need no ``__main__``
+      guard; False uses vLLM's engine-core process (the CoLA architecture then reaches it
+      through the ``vllm.general_plugins`` entry point).
+    - ``max_model_len`` (the backbone's context, at most 4096), ``max_num_seqs``, ``seed``,
+      ``workdir`` (where the export goes; a temporary directory, removed by ``close``),
+      ``engine_args`` (anything else for ``vllm.LLM``).
     """
 
     def __init__(
@@ -311,6 +318,9 @@ class VLLMBackend:
     def _single_step(self, prefixes: list[list[int]], extra: list[dict], n_values: list[int]):
         """One single-step request per distinct (prefix, extra); returns each row's value vector
         (the processed logits row, read back through logprobs) and books costs per row."""
+        if not prefixes:
+            self.last_costs = []
+            return []
         keys = [(tuple(p), json.dumps(e, sort_keys=True)) for p, e in zip(prefixes, extra)]
         first = {}
         for i, k in enumerate(keys):
@@ -328,6 +338,8 @@ class VLLMBackend:
             for pos, item in lp.items():
                 if pos < n_values[i]:
                     vec[pos] = item.logprob
+            if torch.isnan(vec).any():  # every position is finite by construction
+                raise RuntimeError("the CoLA logits processor returned an incomplete row")
             values[keys[i]] = vec
             costs[keys[i]] = self._prompt_cost(out)
         seen = set()
@@ -346,6 +358,8 @@ class VLLMBackend:
             [{"mode": "prior", "prefetch": m}] * len(prefixes),
             [width + 2 * m] * len(prefixes),
         )
+        if not rows:
+            return Prior(torch.empty(0, K), torch.empty(0, K) if self.has_q else None)
         table = torch.stack(rows)  # [B, K (+K) + 2m]
         if m:
             for p, row in zip(prefixes, table):
@@ -397,6 +411,9 @@ class VLLMBackend:
         generator=None,
         stop: tuple[str, ...] = (),
     ) -> list[list[int]]:
+        if not prefixes:
+            self.last_costs = []
+            return []
         stop = tuple(stop)
         if stop not in self._stop_cache:
             self._stop_cache[stop] = _stop_token_ids(self.tokenizer, stop)
@@ -448,7 +465,8 @@ class VLLMBackend:
                 c = completions[j if sample else 0]
                 ids = self._cut(list(c.token_ids), stop)
                 tokens[r] = ids
-                decode = max(0, len(ids) - 1) if (j == 0 or sample) else 0
+                # What vLLM computed: it may decode past a stop string that spans tokens.
+                decode = max(0, len(c.token_ids) - 1) if (j == 0 or sample) else 0
                 self.usage.decode_tokens += decode
                 self.last_costs[r] = (prompt_cost if j == 0 else 0) + decode
         return tokens
