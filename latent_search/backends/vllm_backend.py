@@ -69,9 +69,11 @@ def _prepare_env() -> None:
 
 
 def vllm_available() -> bool:
+    """Whether a working vLLM is importable (a stray ``vllm`` directory on sys.path, which
+    imports as an empty namespace package, does not count)."""
     _prepare_env()
     try:
-        import vllm  # noqa: F401
+        from vllm import LLM  # noqa: F401
     except Exception:  # noqa: BLE001 - a broken install counts as missing
         return False
     return True
