@@ -124,9 +124,8 @@ def main() -> None:
         return encoded[r * B : (r + 1) * B]
 
     info = {"machine": machine(), "model": args.model, "dtype": args.dtype, "args": vars(args)}
-    print(
-        f"{info['machine']}; model {args.model} ({args.dtype}), {args.new_tokens} new tokens, k={args.k}"
-    )
+    print(f"{info['machine']}; model {args.model} ({args.dtype})")
+    print(f"{args.new_tokens} new tokens per rollout, k={args.k} children per node")
     results = {}
     for name in args.backends:
         opts = {}
@@ -152,10 +151,9 @@ def main() -> None:
     if "torch" in results and "vllm" in results:
         print("vLLM / torch:")
         for t, v in zip(results["torch"], results["vllm"]):
-            print(
-                f"  batch {t['batch']:>3}: rollout {v['rollout_tok_s'] / t['rollout_tok_s']:.2f}x   "
-                f"expansion {v['expansion_children_s'] / t['expansion_children_s']:.2f}x"
-            )
+            roll = v["rollout_tok_s"] / t["rollout_tok_s"]
+            exp = v["expansion_children_s"] / t["expansion_children_s"]
+            print(f"  batch {t['batch']:>3}: rollout {roll:.2f}x   expansion {exp:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({**info, "results": results}, indent=2))
 

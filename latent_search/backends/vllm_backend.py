@@ -491,7 +491,11 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Shut the engine down and remove the exported weights."""
+        """Shut the engine down, free its KV cache and remove the exported weights. Call it
+        before starting another engine in the same process: on a GPU two engines that each
+        claim ``gpu_memory_utilization`` of its memory do not fit."""
+        import gc
+
         llm = getattr(self, "llm", None)
         if llm is not None:
             try:
@@ -499,5 +503,9 @@ class VLLMBackend:
             except Exception:  # noqa: BLE001 - best effort at teardown
                 pass
             self.llm = None
+            del llm
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         if self._own_dir and self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -24,30 +24,36 @@ or forced), and decodes x_{t+1} = argmax lm_head(norm(merge(h_t, e_{a_t}))).
   settings live in ``extra_args["cola"]``) and the live list of its output tokens, so it knows the
   step ``t = len(output_ids)``. ``apply`` unpacks each row and replaces it:
     - ``generate``: choose a_t (forced ``actions[t]``, greedy argmax, or a top-k/temperature
-      sample from a generator seeded by (request seed, t), so preemption or batch order never
-      changes a sample), run the world-model head (``cola_models.world_model.WorldModelHead``,
-      the paper's non-linear merge, output mode "plain" or "reference") for that one action and
+      sample by Gumbel-max whose noise is a pure function of (request seed, t, action), so
+      preemption or batch order never changes a sample and no per-row RNG state or device sync
+      is needed), run the world-model head (``cola_models.world_model.WorldModelHead``, the
+      paper's non-linear merge, output mode "plain" or "reference") for that one action and
       return its vocabulary logits; vLLM's greedy sampler then takes the argmax, which is the
-      CoLA token. Only one action per row reaches the LM head: for SmolLM2 (V = 49152, K = 64)
-      all K candidates would be 3.1M logits per row.
+      CoLA token. Only one action per row reaches the LM head: emitting all K candidates'
+      logits instead would be K x V per row (3.1M for SmolLM2, 8.2M for Llama-3.1-8B).
     - ``prior``: return ``[policy logits | Q values | a_1 .. a_m | t_1 .. t_m | -inf ...]``:
       besides the policy and Q it decodes the children of the policy's top m actions
-      (``prefetch``), because search expands a node right after reading its prior;
-      ``expand``: decode the k requested actions and return their token ids as values
-      ``[t_1 .. t_k | -inf ...]``. Either way all children come from the row's single h: one
-      backbone step serves every child, the CoLA property search relies on. The engine runs with ``logprobs_mode="processed_logits"``, so asking for
-      ``logprobs=2K`` (or k) returns exactly these values with their positions, float32 and
-      unrounded: the vector travels back through vLLM's own output path, also across processes.
+      (``prefetch``), because search expands a node right after reading its prior.
+    - ``expand``: decode the k requested actions and return their token ids as values
+      ``[t_1 .. t_k | -inf ...]``.
+  Either way all children come from the row's single h: one backbone step serves every child,
+  the CoLA property search relies on. The engine runs with ``logprobs_mode="processed_logits"``,
+  so asking for ``logprobs=n`` returns exactly these n values with their positions, float32 and
+  unrounded: the vector travels back through vLLM's own output path, also across processes.
+  The alternative, computing priors teacher-forced in torch (vLLM returns no hidden states),
+  would re-run the whole prefix in torch for every node and every valued rollout end; here
+  they reuse vLLM's prefix cache and cost the last partial KV block.
   A processor, not the model, does this because only the processor sees per-request data; the
   world-model head runs in the processor on the model's weights (found through a per-process
   registry keyed by the model directory), so compute stays at one merge + LM head per row.
 * All requests run at vLLM temperature 0 (the batch is "all greedy"), which is what makes the
-  processed row the returned "logits" and the argmax the CoLA token. All randomness lives in the
-  action, as in the reference's generation.
+  processed row the returned "logits" and the argmax the CoLA token (best-of-n's ``n > 1``
+  requests use temperature 1 with top-k 1, the same argmax, because vLLM refuses ``n > 1`` when
+  greedy). All randomness lives in the action, as in the reference's generation.
 
 Requirements that follow: vocabulary size >= D + 2K and >= 4K (tiny: 259 >= 160, tiny-arith:
-512 >= 384, SmolLM2: 49152 >= 704, Llama-3.1-8B: 128256 >= 4224), and a Llama-architecture backbone
-(``model_type="llama"``; vLLM's ``LlamaDecoderLayer`` is reused for every layer).
+512 >= 384, SmolLM2: 49152 >= 704, Llama-3.1-8B: 128256 >= 4224), and a Llama-architecture
+backbone (``model_type="llama"``; vLLM's ``LlamaDecoderLayer`` is reused for every layer).
 """
 
 from __future__ import annotations
