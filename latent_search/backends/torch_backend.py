@@ -17,7 +17,7 @@ from ..backend import Prior, Usage
 
 
 class TorchBackend:
-    def __init__(self, model, *, cache_rows: int = 4096) -> None:
+    def __init__(self, model, *, cache_rows: int = 4096, max_extend: int = 32) -> None:
         self.model = model
         self.level = "latent" if model.kind == "cola" else "token"
         self.n_actions = model.n_actions if self.level == "latent" else model.backbone.vocab_size
@@ -27,6 +27,8 @@ class TorchBackend:
         """Model tokens each input row of the most recent call cost (for per-problem budgets)."""
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._cache_rows = cache_rows
+        self.max_extend = max_extend
+        """A prefix at most this many tokens past a cached state is stepped to, not prefilled."""
         from cola_models.lm import LMState
         from cola_models.state import ColaState
 
@@ -53,18 +55,30 @@ class TorchBackend:
         keys = [tuple(p) for p in prefixes]
         cost = {k: 0 for k in keys}
         rows: dict[tuple[int, ...], object] = {}
-        step_keys = [
-            k for k in dict.fromkeys(keys) if k not in self._states and k[:-1] in self._states
-        ]
-        fill_keys = [k for k in dict.fromkeys(keys) if k not in self._states and k not in step_keys]
-        if step_keys:
-            parents = self._state_cls.cat([self._states[k[:-1]] for k in step_keys])
-            tokens = torch.tensor([k[-1] for k in step_keys])
-            stepped = self._timed(self.model.advance, parents, tokens)
-            self.usage.decode_tokens += len(step_keys)
-            for i, k in enumerate(step_keys):
-                rows[k] = stepped.select([i])
-                cost[k] = 1
+        # A new prefix extends its nearest cached ancestor token by token when that is close
+        # (a child is one step from its node; a finished step a few from its last state), and
+        # is prefilled otherwise.
+        extend: list[tuple[tuple[int, ...], int]] = []
+        fill_keys = []
+        for k in dict.fromkeys(keys):
+            if k in self._states:
+                continue
+            j = next(
+                (
+                    j
+                    for j in range(1, min(self.max_extend, len(k) - 1) + 1)
+                    if k[:-j] in self._states
+                ),
+                None,
+            )
+            if j is None:
+                fill_keys.append(k)
+            else:
+                extend.append((k, j))
+        if extend:
+            rows.update(self._extend(extend))
+            for k, j in extend:
+                cost[k] = j
         if fill_keys:
             ids, mask = left_pad([list(k) for k in fill_keys], 0)
             filled = self._timed(self.model.start, ids, mask)
@@ -83,6 +97,30 @@ class TorchBackend:
             if k in self._states:
                 self._states.move_to_end(k)
         return self._state_cls.cat([rows.get(k) or self._states[k] for k in keys])
+
+    def _extend(self, todo: list[tuple[tuple[int, ...], int]]) -> dict:
+        """States of keys k from their cached ancestors k[:-j]: j batched incremental steps,
+        rows leaving the batch as they arrive."""
+        state = self._state_cls.cat([self._states[k[:-j]] for k, j in todo])
+        order = list(range(len(todo)))  # batch row -> index into todo
+        out = {}
+        for step in range(max(j for _, j in todo)):
+            tokens = torch.tensor([todo[i][0][len(todo[i][0]) - todo[i][1] + step] for i in order])
+            state = self._timed(self.model.advance, state, tokens)
+            self.usage.decode_tokens += len(order)
+            keep = []
+            for row, i in enumerate(order):
+                k, j = todo[i]
+                if step + 1 == j:
+                    out[k] = state.select([row])
+                else:
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(order):
+                state = state.select(keep)
+                order = [order[r] for r in keep]
+        return out
 
     # ------------------------------------------------------------------ protocol
     def prior(self, prefixes: list[list[int]]) -> Prior:

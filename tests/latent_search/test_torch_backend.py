@@ -71,3 +71,16 @@ def test_rollouts_start_from_cached_states_and_keep_their_final_state(tiny_cola)
     ref = tiny_cola.start(ids, mask)
     assert torch.allclose(prior.logits, ref.policy_logits, atol=1e-4)
     assert torch.allclose(prior.q, ref.q_values, atol=1e-4)
+
+
+def test_a_prefix_a_few_tokens_past_a_cached_state_is_stepped_to(tiny_cola):
+    be = TorchBackend(tiny_cola, max_extend=8)
+    root = [1, 40, 41, 42]
+    be.prior([root])
+    near, far = root + [50, 51, 52, 53, 54], root + list(range(60, 72))  # 5 and 12 tokens past
+    prior = be.prior([near, far, near])
+    assert be.last_costs == [5, len(far), 0]  # stepped / prefilled / asked twice, paid once
+    ids, mask = left_pad([near, far, near], 0)
+    ref = tiny_cola.start(ids, mask)
+    assert torch.allclose(prior.logits, ref.policy_logits, atol=1e-4)
+    assert torch.allclose(prior.q, ref.q_values, atol=1e-4)
