@@ -46,6 +46,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -257,6 +258,8 @@ class VLLMBackend:
         self._children_rows = 65536
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cola-vllm-"))
+        if self._own_dir:  # the export (the model's weights again) goes even without close()
+            weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
         export_for_vllm(model, self.workdir, dtype=dtype)
         register()  # in-process engines need it here; spawned ones get it from the entry point
         if in_process:
