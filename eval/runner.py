@@ -218,6 +218,8 @@ def run_eval(
         )
         if progress:
             progress(len(records), len(items))
+    if todo and hasattr(searcher.backend, "close"):  # an engine holds (GPU) memory until closed
+        searcher.backend.close()
     summary = summarize(records, cfg, len(items), warnings)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

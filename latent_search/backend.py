@@ -31,6 +31,8 @@ class Usage:
     calls: int = 0
     seconds: float = 0.0
     per_row: dict[int, int] = field(default_factory=dict)
+    cached_tokens: int = 0
+    """Prompt tokens an engine served from its prefix cache (vLLM); not counted in ``tokens``."""
 
     @property
     def tokens(self) -> int:

@@ -80,7 +80,7 @@ class TorchBackend:
             for k, j in extend:
                 cost[k] = j
         if fill_keys:
-            ids, mask = left_pad([list(k) for k in fill_keys], 0)
+            ids, mask = left_pad([list(k) for k in fill_keys], 0, self.model.device)
             filled = self._timed(self.model.start, ids, mask)
             self.usage.prefill_tokens += int(mask.sum())
             for i, k in enumerate(fill_keys):
@@ -105,7 +105,10 @@ class TorchBackend:
         order = list(range(len(todo)))  # batch row -> index into todo
         out = {}
         for step in range(max(j for _, j in todo)):
-            tokens = torch.tensor([todo[i][0][len(todo[i][0]) - todo[i][1] + step] for i in order])
+            tokens = torch.tensor(
+                [todo[i][0][len(todo[i][0]) - todo[i][1] + step] for i in order],
+                device=self.model.device,
+            )
             state = self._timed(self.model.advance, state, tokens)
             self.usage.decode_tokens += len(order)
             keep = []
