@@ -17,7 +17,14 @@ from ..backend import Prior, Usage
 
 
 class TorchBackend:
-    def __init__(self, model, *, cache_rows: int = 4096, max_extend: int = 32) -> None:
+    def __init__(
+        self,
+        model,
+        *,
+        cache_rows: int = 4096,
+        cache_bytes: int = 3 << 30,
+        max_extend: int = 32,
+    ) -> None:
         self.model = model
         self.level = "latent" if model.kind == "cola" else "token"
         self.n_actions = model.n_actions if self.level == "latent" else model.backbone.vocab_size
@@ -27,6 +34,10 @@ class TorchBackend:
         """Model tokens each input row of the most recent call cost (for per-problem budgets)."""
         self._states: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._cache_rows = cache_rows
+        # States hold KV caches: bound them by an estimate of their memory as well as by count
+        # (a 4096-row cache of 300-token SmolLM2 states would need tens of GB).
+        self._cache_tokens = max(1, cache_bytes // state_bytes_per_token(model))
+        self._cached_tokens = 0
         self.max_extend = max_extend
         """A prefix at most this many tokens past a cached state is stepped to, not prefilled."""
         from cola_models.lm import LMState
@@ -36,10 +47,15 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ states
     def _remember(self, key: tuple[int, ...], state) -> None:
+        if key not in self._states:
+            self._cached_tokens += len(key)
         self._states[key] = state
         self._states.move_to_end(key)
-        while len(self._states) > self._cache_rows:
-            self._states.popitem(last=False)
+        while len(self._states) > 1 and (
+            len(self._states) > self._cache_rows or self._cached_tokens > self._cache_tokens
+        ):
+            old, _ = self._states.popitem(last=False)
+            self._cached_tokens -= len(old)
 
     def _timed(self, fn, *args):
         t = time.perf_counter()
@@ -175,3 +191,16 @@ class TorchBackend:
 
     def decode(self, tokens: list[int]) -> str:
         return self.model.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def state_bytes_per_token(model) -> int:
+    """Rough memory of one cached token of a state: keys and values of every attention layer
+    (backbone, and for CoLA the policy and Q stacks) plus the backbone features."""
+    hf = model.backbone.hf_config
+    head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+    kv = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+    layers = hf.num_hidden_layers
+    if model.kind == "cola":
+        layers += model.config.policy_layers + (model.config.q_layers if model.q is not None else 0)
+    elem = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    return (2 * layers * kv * head_dim + hf.hidden_size) * elem

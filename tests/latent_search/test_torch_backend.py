@@ -84,3 +84,14 @@ def test_a_prefix_a_few_tokens_past_a_cached_state_is_stepped_to(tiny_cola):
     ref = tiny_cola.start(ids, mask)
     assert torch.allclose(prior.logits, ref.policy_logits, atol=1e-4)
     assert torch.allclose(prior.q, ref.q_values, atol=1e-4)
+
+
+def test_state_cache_is_bounded_by_memory(tiny_cola):
+    from latent_search.backends.torch_backend import state_bytes_per_token
+
+    per_token = state_bytes_per_token(tiny_cola)
+    be = TorchBackend(tiny_cola, cache_bytes=10 * per_token)  # room for about 10 tokens
+    be.prior([[1, 40, 41, 42], [1, 50, 51, 52]])
+    be.prior([[1, 60, 61, 62]])
+    assert be._cached_tokens <= 10 and (1, 60, 61, 62) in be._states
+    assert (1, 40, 41, 42) not in be._states  # least recently used went first
