@@ -129,8 +129,9 @@ def plot(rows: list[dict], path: Path, *, title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise ValueError("the plot needs matplotlib: pip install 'latent-search[plot]'") from err
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
+    colors = plt.get_cmap("tab20").colors  # one colour per method (tab10 repeats after 10)
+    for i, r in enumerate(rows):
         lo, hi = r["ci95"]
         acc = r["accuracy"]
         marker = "o" if r["level"] == "latent" else "s"
@@ -140,14 +141,15 @@ def plot(rows: list[dict], path: Path, *, title: str) -> None:
             yerr=[[100 * (acc - lo)], [100 * (hi - acc)]],
             fmt=marker,
             capsize=3,
-            label=r["method"],
+            color=colors[i % len(colors)],
+            label=f"{r['method']} ({r['level']})",
         )
     ax.set_xscale("log")
     ax.set_xlabel("model tokens per problem (prefill + decode)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
