@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import write_atomic
 from .errors import ColaError
 
 FORMAT = "latent-search/cola"
@@ -48,17 +49,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file through a temporary sibling and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text)
 
 
 def save_state(module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> None:

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from cola_models.atomic import write_atomic
 from latent_search.tree import Tree
 
 FORMATS = ("html", "svg", "png", "dot", "graphml", "text")
@@ -111,18 +112,3 @@ def export_tree(
         data = dot if fmt == "dot" else graph.render_dot(dot, fmt)
     write_atomic(out, data)
     return out
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Temporary sibling + rename, so a reader never sees half a file. (Not
-    ``cola_models.io.atomic_write_text``: that module imports torch, and PNGs are bytes.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
