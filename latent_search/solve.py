@@ -46,7 +46,9 @@ def solve_question(
         if tree.prompt_tokens != ids:
             raise ValueError(f"{resume} is a search of a different question or prompt format")
         if tree.meta.get("algorithm", spec.algorithm) != spec.algorithm:
-            raise ValueError(f"{resume} is an {tree.meta['algorithm']} search, not {spec.algorithm}")
+            raise ValueError(
+                f"{resume} is an {tree.meta['algorithm']} search, not {spec.algorithm}"
+            )
         trees = [tree]
     checkpoint = None
     if tree_out and spec.algorithm in RESUMABLE:
@@ -97,4 +99,3 @@ def solve_question(
             **{f.name: getattr(spec, f.name) for f in fields(spec)},
         },
     }
-
