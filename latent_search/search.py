@@ -53,6 +53,11 @@ class SearchSpec:
         for name in ("n", "rounds", "beam_width", "expand_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.scorer == "vote" and self.algorithm in ("beam", "mcts", "mcts-q"):
+            # Tree and beam searches value partial texts; a vote needs finished answers.
+            raise ValueError(
+                f"{self.algorithm} values states with the Q head; --scorer vote is for best-of-n"
+            )
         if self.gumbel and self.algorithm != "mcts":
             raise ValueError("gumbel root selection is an option of --search mcts")
 
@@ -91,10 +96,6 @@ def run_search(
         )
         return best_of_n(backend, prompts, cfg, generator=g, scorer=scorer, answer_fn=answer_fn)
     if spec.algorithm == "mcts":
-        if spec.scorer != "q":
-            raise ValueError(
-                "mcts evaluates leaves with the Q head; --scorer vote is not supported"
-            )
         mcfg = MCTSConfig(
             simulations=spec.rounds,
             expand_k=spec.expand_k,
@@ -106,8 +107,6 @@ def run_search(
             backend, prompts, mcfg, q_value_fn(vb), generator=g, trees=trees, on_round=on_round
         )
     if spec.algorithm == "beam":
-        if spec.scorer != "q":
-            raise ValueError("beam ranks hypotheses by the Q head; --scorer vote is not supported")
         cfg = BeamConfig(
             beam_width=spec.beam_width,
             expand_k=spec.expand_k,
@@ -115,10 +114,6 @@ def run_search(
             budget=spec.budget,
         )
         return beam_search(backend, prompts, cfg, q_value_fn(vb))
-    if scorer is None:
-        raise ValueError(
-            "mcts-q scores its rollouts with the Q head; --scorer vote is not supported"
-        )
     cfg = MCTSQConfig(
         rounds=spec.rounds,
         rollout_tokens=spec.max_new_tokens,
