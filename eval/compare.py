@@ -84,9 +84,6 @@ def run_compare(
     out = Path(out)
     rows = []
     for m in methods:
-        # vLLM serves CoLA models only: the token-level baselines (plain LMs) stay on torch, and
-        # each row says which backend produced it.
-        be = "torch" if backend == "vllm" and m.level == "token" else backend
         cfg = EvalConfig(
             task=task,
             model=m.model,
@@ -95,12 +92,12 @@ def run_compare(
             data=data,
             batch_size=batch_size,
             value_model=m.value_model,
-            backend=be,
+            backend=backend,
         )
         if progress:
             progress(m.name)
         summary = run_eval(cfg, out / _slug(m.name))
-        rows.append({"method": m.name, "level": m.level, "backend": be, **summary})
+        rows.append({"method": m.name, "level": m.level, "backend": backend, **summary})
     from cola_models.io import atomic_write_text
 
     atomic_write_text(out / "compare.json", json.dumps(rows, indent=2))

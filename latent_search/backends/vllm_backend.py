@@ -33,6 +33,15 @@ recomputes a prompt's last token, so every new node and every valued rollout end
 last partial block; the torch backend keeps exact per-prefix states and pays one step. A search
 therefore spends more model tokens here, and a token budget binds earlier.
 
+Plain LMs (``smollm2-135m-lm``, ``tiny-arith-base``, any HF causal LM directory): the LM is
+exported as its own HF directory and served by vLLM's native implementation of its architecture
+(no plugin, no logits processor); actions are token ids. ``rollout`` is plain vLLM generation
+(temperature 0, or 1 over the whole vocabulary with a per-request seed), ``expand`` needs no
+engine call (the action is the token), and ``prior`` is one single-step request returning the
+top ``prior_top`` next-token log-probabilities; the remaining probability mass is spread evenly
+over the other tokens (vLLM does not return a full-vocabulary row), so the top tokens keep their
+exact probabilities and search, which expands only top tokens, sees the torch backend's choices.
+
 Exactness: with greedy actions the token ids equal the torch backend's in float32 (tested on the
 tiny preset, the bundled tiny-arith and SmolLM2-135M); numerics differ in the last bits (vLLM's
 attention kernels), so a near-tie between two actions or two tokens could in principle resolve
@@ -180,6 +189,17 @@ def export_for_vllm(model, directory: str | os.PathLike, *, dtype: str = "float3
     return out
 
 
+def export_lm_for_vllm(model, directory: str | os.PathLike) -> Path:
+    """Write a plain LM (``PlainLM``) as a standard HF directory (config.json + safetensors) that
+    vLLM loads with its own implementation of the architecture. No tokenizer: token ids only."""
+    from cola_models.backbone import quiet_hf
+
+    quiet_hf()
+    out = Path(directory)
+    model.backbone.lm.save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
 # ---------------------------------------------------------------------- the backend
 def _stop_token_ids(tokenizer, stops: tuple[str, ...]) -> list[int]:
     """Tokens whose own text contains a stop string: vLLM stops on them at once. A stop string
@@ -196,7 +216,8 @@ def _stop_token_ids(tokenizer, stops: tuple[str, ...]) -> list[int]:
 
 
 class VLLMBackend:
-    """Backend protocol over a vLLM engine running the CoLA model (see the module docstring).
+    """Backend protocol over a vLLM engine running a CoLA model or a plain LM (see the module
+    docstring).
 
     Options:
     - ``dtype``: "float32" (exact parity with the torch backend on CPU) or "bfloat16" (GPUs).
@@ -210,6 +231,8 @@ class VLLMBackend:
     - ``prefetch_children`` (8): each ``prior`` also decodes the children of the policy's top 8
       actions, so the ``expand`` that search calls next on the same node usually needs no engine
       call; 0 turns it off.
+    - ``prior_top`` (64, plain LMs only): next-token log-probabilities each ``prior`` returns;
+      search expands at most this many tokens of a node.
     - ``in_process`` (True): the engine runs in this process, so scripts need no ``__main__``
       guard; False uses vLLM's engine-core process (the CoLA architecture then reaches it
       through the ``vllm.general_plugins`` entry point).
@@ -234,41 +257,55 @@ class VLLMBackend:
         seed: int = 0,
         engine_args: dict | None = None,
         prefetch_children: int = 8,
+        prior_top: int = 64,
     ) -> None:
-        if getattr(model, "kind", "cola") != "cola":
-            raise ValueError("the vLLM backend serves CoLA models; plain LMs use --backend torch")
         if not vllm_available():
             raise ValueError(_NOT_INSTALLED)
+        if prior_top < 1:
+            raise ValueError(f"prior_top={prior_top} must be >= 1")
         from vllm import LLM
 
         from .vllm_model import ColaLogitsProcessor
         from .vllm_plugin import register
 
-        self.level = "latent"
-        self.n_actions = model.n_actions
+        self.level = "latent" if getattr(model, "kind", "cola") == "cola" else "token"
+        latent = self.level == "latent"
+        self.n_actions = model.n_actions if latent else model.backbone.vocab_size
         self.tokenizer = model.tokenizer
         self.eos_id = model.tokenizer.eos_token_id
         self.usage = Usage()
         self.usage.cached_tokens = 0  # prompt tokens served by vLLM's prefix cache
         self.last_costs: list[int] = []
-        self.has_q = model.q is not None
+        self.has_q = latent and model.q is not None
         self._stop_cache: dict[tuple[str, ...], list[int]] = {}
-        self.prefetch_children = max(0, min(prefetch_children, model.n_actions))
+        self.prefetch_children = max(0, min(prefetch_children, model.n_actions)) if latent else 0
+        self.prior_top = min(prior_top, self.n_actions)
         self._children: OrderedDict[tuple[int, ...], dict[int, int]] = OrderedDict()
         self._children_rows = 65536
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cola-vllm-"))
         if self._own_dir:  # the export (the model's weights again) goes even without close()
             weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
-        export_for_vllm(model, self.workdir, dtype=dtype)
-        register()  # in-process engines need it here; spawned ones get it from the entry point
+        if latent:
+            export_for_vllm(model, self.workdir, dtype=dtype)
+            register()  # in-process engines need it here; spawned ones get it from the entry point
+        else:
+            export_lm_for_vllm(model, self.workdir)
         if in_process:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         # The logits processor implements the V1 runner's interface; GPU builds with Triton would
         # otherwise pick "model runner V2", whose processor interface differs.
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
         on_gpu = torch.cuda.is_available()
-        ctx = int(model.config.backbone.hf_config.get("max_position_embeddings", 2048))
+        ctx = int(getattr(model.backbone.hf_config, "max_position_embeddings", 2048))
+        if latent:
+            heads = dict(
+                logits_processors=[ColaLogitsProcessor],
+                logprobs_mode="processed_logits",
+                max_logprobs=2 * model.n_actions + 2 * self.prefetch_children,
+            )
+        else:  # vLLM's own model: log-softmax of the raw logits, as the torch prior
+            heads = dict(logprobs_mode="raw_logprobs", max_logprobs=self.prior_top)
         args = dict(
             model=str(self.workdir),
             skip_tokenizer_init=True,
@@ -276,9 +313,7 @@ class VLLMBackend:
             seed=seed,
             enable_prefix_caching=True,
             block_size=block_size or (16 if on_gpu else 32),
-            logits_processors=[ColaLogitsProcessor],
-            logprobs_mode="processed_logits",
-            max_logprobs=2 * model.n_actions + 2 * self.prefetch_children,
+            **heads,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             max_model_len=max_model_len or min(ctx, 4096),
@@ -321,41 +356,75 @@ class VLLMBackend:
         return computed
 
     def _single_step(self, prefixes: list[list[int]], extra: list[dict], n_values: list[int]):
-        """One single-step request per distinct (prefix, extra); returns each row's value vector
-        (the processed logits row, read back through logprobs) and books costs per row."""
-        if not prefixes:
-            self.last_costs = []
-            return []
-        keys = [(tuple(p), json.dumps(e, sort_keys=True)) for p, e in zip(prefixes, extra)]
-        first = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
-        todo = list(first.values())
-        params = [
-            self._params(max_tokens=1, logprobs=n_values[i], extra_args={"cola": extra[i]})
-            for i in todo
-        ]
-        outs = self._run([prefixes[i] for i in todo], params)
-        values, costs = {}, {}
-        for i, out in zip(todo, outs):
-            lp = out.outputs[0].logprobs[0]  # {position: Logprob} of the one step
+        """One CoLA single-step request per distinct (prefix, extra); returns each row's value
+        vector (the processed logits row, read back through logprobs)."""
+
+        def read(i: int, out) -> Tensor:
             vec = torch.full((n_values[i],), float("nan"))
-            for pos, item in lp.items():
+            for pos, item in out.outputs[0].logprobs[0].items():  # {position: Logprob}
                 if pos < n_values[i]:
                     vec[pos] = item.logprob
             if torch.isnan(vec).any():  # every position is finite by construction
                 raise RuntimeError("the CoLA logits processor returned an incomplete row")
-            values[keys[i]] = vec
+            return vec
+
+        return self._step_requests(
+            prefixes,
+            [json.dumps(e, sort_keys=True) for e in extra],
+            lambda i: self._params(
+                max_tokens=1, logprobs=n_values[i], extra_args={"cola": extra[i]}
+            ),
+            read,
+        )
+
+    def _token_prior_rows(self, prefixes: list[list[int]]) -> list[Tensor]:
+        """Plain LM: next-token log-probabilities [V] per prefix from the top ``prior_top``
+        vLLM returns. Deviation from the torch backend: the probability mass outside the top is
+        spread evenly over the other tokens (the top tokens keep their exact values)."""
+        V, top = self.n_actions, self.prior_top
+
+        def read(i: int, out) -> Tensor:
+            items = out.outputs[0].logprobs[0]  # {token id: Logprob}, top + the chosen one
+            ids = torch.tensor(list(items), dtype=torch.long)
+            lp = torch.tensor([it.logprob for it in items.values()], dtype=torch.float32)
+            rest = (1.0 - lp.exp().sum()).clamp_min(1e-30) / max(V - len(ids), 1)
+            vec = torch.full((V,), float(rest.log()))
+            vec[ids] = lp
+            return vec
+
+        return self._step_requests(
+            prefixes, [""] * len(prefixes), lambda i: self._params(max_tokens=1, logprobs=top), read
+        )
+
+    def _step_requests(self, prefixes, tags: list[str], make_params, read) -> list[Tensor]:
+        """One single-step request per distinct (prefix, tag): ``make_params(i)`` builds row i's
+        request and ``read(i, output)`` its value vector; books costs per row (a row asked twice
+        in one call is paid once)."""
+        if not prefixes:
+            self.last_costs = []
+            return []
+        keys = [(tuple(p), t) for p, t in zip(prefixes, tags)]
+        first = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        todo = list(first.values())
+        outs = self._run([prefixes[i] for i in todo], [make_params(i) for i in todo])
+        values, costs = {}, {}
+        for i, out in zip(todo, outs):
+            values[keys[i]] = read(i, out)
             costs[keys[i]] = self._prompt_cost(out)
         seen = set()
         self.last_costs = []
-        for k in keys:  # a row asked twice in one call is paid once
+        for k in keys:
             self.last_costs.append(0 if k in seen else costs[k])
             seen.add(k)
         return [values[k] for k in keys]
 
     # ------------------------------------------------------------------ protocol
     def prior(self, prefixes: list[list[int]]) -> Prior:
+        if self.level == "token":
+            rows = self._token_prior_rows(prefixes)
+            return Prior(torch.stack(rows) if rows else torch.empty(0, self.n_actions))
         K, m = self.n_actions, self.prefetch_children
         width = 2 * K if self.has_q else K
         rows = self._single_step(
@@ -383,7 +452,10 @@ class VLLMBackend:
     def expand(self, prefixes: list[list[int]], actions: Tensor) -> Tensor:
         """Tokens of (prefix, action) pairs [B, k]. Pairs decoded by an earlier ``prior`` of the
         prefix (its top actions, see ``prefetch_children``) come from memory at no cost; the
-        other rows are one single-step vLLM request each."""
+        other rows are one single-step vLLM request each. A plain LM's action is the token."""
+        if self.level == "token":
+            self.last_costs = [0] * len(prefixes)
+            return actions.clone()
         acts = actions.tolist()
         out = torch.empty(actions.shape, dtype=torch.long)
         missing = []
@@ -445,11 +517,16 @@ class VLLMBackend:
             seeds = torch.randint(0, 2**62, (len(groups),), generator=generator).tolist()
         params = []
         for g, (_, rows) in enumerate(groups):
-            extra = {"mode": "generate", "action": "sample" if sample else "greedy"}
             n = len(rows) if sample else 1
-            # vLLM refuses n > 1 at temperature 0; temperature 1 with top-k 1 is still the argmax
-            # of the world-model logits (a batch never mixes these rows with prior/expand rows).
-            vkw = dict(temperature=1.0, top_k=1) if n > 1 else {}
+            if self.level == "token":  # vLLM's own sampler: temperature 1, whole vocabulary
+                vkw = dict(temperature=1.0) if sample else {}
+            else:
+                extra = {"mode": "generate", "action": "sample" if sample else "greedy"}
+                # vLLM refuses n > 1 at temperature 0; temperature 1 with top-k 1 is still the
+                # argmax of the world-model logits (a batch never mixes these rows with
+                # prior/expand rows).
+                vkw = dict(temperature=1.0, top_k=1) if n > 1 else {}
+                vkw["extra_args"] = {"cola": extra}
             params.append(
                 self._params(
                     n=n,
@@ -457,7 +534,6 @@ class VLLMBackend:
                     max_tokens=max_new_tokens,
                     seed=seeds[g] if sample else None,
                     stop_token_ids=stop_ids,
-                    extra_args={"cola": extra},
                 )
             )
         outs = self._run([p for p, _ in groups], params)
