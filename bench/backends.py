@@ -1,11 +1,13 @@
 """Rollout and expansion throughput of the torch backend vs the vLLM backend.
 
   rollout    policy-sampled CoLA rollouts (actions sampled top-k/temperature, tokens greedy) of B
-             distinct prompts, up to --new-tokens each: generated tokens per second.
+             distinct prompts, up to --new-tokens each: generated tokens per second. For a
+             plain LM (e.g. smollm2-135m-lm): tokens sampled at temperature 1.
   expansion  B fresh search nodes, each a child (one new token) of a parent the backend has
              already seen (torch: its per-prefix state cache; vLLM: its prefix cache), expanded
              as search does it: the node's prior (policy + Q), then its k most probable actions
-             decoded: children (decoded tokens) per second.
+             decoded: children (decoded tokens) per second. For a plain LM the children are the
+             k most probable tokens, so this is the cost of the prior alone.
 
 Each repeat uses prompts not seen before (so neither backend reuses a previous repeat's work);
 the median of --repeats runs after one warm-up. The torch backend is measured first, before
