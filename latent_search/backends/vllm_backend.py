@@ -319,6 +319,12 @@ class VLLMBackend:
             max_model_len=max_model_len or min(ctx, 4096),
             max_num_seqs=max_num_seqs,
         )
+        if not on_gpu:
+            # vLLM rewinds the random generator of a seeded request whose prefill was cut into
+            # chunks (generator offsets), which CPU generators do not support: a seeded sampled
+            # batch whose prompts exceed one step's token budget crashed. Whole prompts per step.
+            args["enable_chunked_prefill"] = False
+            args["max_num_batched_tokens"] = max(args["max_model_len"], 4096)
         if kv_cache_gib is None and not on_gpu:
             kv_cache_gib = 1.0
         if kv_cache_gib is not None:

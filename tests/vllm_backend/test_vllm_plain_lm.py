@@ -112,3 +112,13 @@ def test_token_search_answers_equal_torch(model, vllm_backend, prompts, spec):
     got = run_search(vllm_backend, prompts, spec, value_backend=value)
     assert [r.text for r in got] == [r.text for r in want]
     assert all(r.tokens_used > 0 for r in got)
+
+
+def test_seeded_sampling_of_more_prompt_tokens_than_one_step_holds(vllm_backend, model):
+    """Regression: on CPU, a seeded sampled batch whose prompts needed several prefill steps
+    crashed inside vLLM (a chunked prefill rewinds the request's CPU generator)."""
+    texts = [f"Tom has {i} apples. " * 40 for i in range(24)]  # ~200 tokens each, > 4096 in all
+    rows = cm.tokenizer_encode(model.tokenizer, texts)
+    assert sum(map(len, rows)) > 4096
+    out = vllm_backend.rollout(rows, 4, sample=True, generator=torch.Generator().manual_seed(0))
+    assert all(1 <= len(t) <= 4 for t in out)  # EOS may end a sample early
