@@ -116,7 +116,7 @@ def main() -> None:
 
     model = cm.load_model(args.model, device=args.device, dtype=args.dtype)
     template = model.generation_defaults.get("prompt_template")
-    fmt = (lambda q: template.format(question=q)) if template else format_prompt
+    fmt = (lambda q: template.replace("{question}", q)) if template else format_prompt
     n_needed = max(args.batches) * (args.repeats + 1)
     problems = get_task("arith").generate(n_needed, seed=11, split="test")
     encoded = cm.tokenizer_encode(model.tokenizer, [fmt(p.question) for p in problems])

@@ -23,4 +23,4 @@ def encode_questions(model, questions=QUESTIONS) -> list[list[int]]:
     from cola_models.tokenizer import encode
 
     template = model.generation_defaults["prompt_template"]
-    return encode(model.tokenizer, [template.format(question=q) for q in questions])
+    return encode(model.tokenizer, [template.replace("{question}", q) for q in questions])
