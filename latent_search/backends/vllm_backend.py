@@ -265,9 +265,6 @@ class VLLMBackend:
             raise ValueError(f"prior_top={prior_top} must be >= 1")
         from vllm import LLM
 
-        from .vllm_model import ColaLogitsProcessor
-        from .vllm_plugin import register
-
         self.level = "latent" if getattr(model, "kind", "cola") == "cola" else "token"
         latent = self.level == "latent"
         self.n_actions = model.n_actions if latent else model.backbone.vocab_size
@@ -287,6 +284,8 @@ class VLLMBackend:
         if self._own_dir:  # the export (the model's weights again) goes even without close()
             weakref.finalize(self, shutil.rmtree, str(self.workdir), True)
         if latent:
+            from .vllm_plugin import register
+
             export_for_vllm(model, self.workdir, dtype=dtype)
             register()  # in-process engines need it here; spawned ones get it from the entry point
         else:
@@ -299,6 +298,8 @@ class VLLMBackend:
         on_gpu = torch.cuda.is_available()
         ctx = int(getattr(model.backbone.hf_config, "max_position_embeddings", 2048))
         if latent:
+            from .vllm_model import ColaLogitsProcessor
+
             heads = dict(
                 logits_processors=[ColaLogitsProcessor],
                 logprobs_mode="processed_logits",
