@@ -25,7 +25,7 @@ _EXPORTS = {
     "preset_config": "presets",
     "bundled_models": "loading",
     "load_model": "loading",
-    "save_model": "loading",
+    "save_model": "checkpoint",
     "tokenizer_encode": "tokenizer",
     "PlainLM": "lm",
     "LMState": "lm",
@@ -43,11 +43,12 @@ def __getattr__(name: str):
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backbone import Backbone
+    from .checkpoint import save_model
     from .config import BackboneSpec, ColaConfig
     from .errors import ColaError
     from .generation import GenerationConfig, GenerationOutput, generate
     from .lm import LMState, PlainLM, load_lm
-    from .loading import bundled_models, load_model, save_model
+    from .loading import bundled_models, load_model
     from .model import ColaModel, ColaOutput
     from .presets import PRESETS, build_model, preset_config
     from .state import ColaState

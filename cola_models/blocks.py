@@ -14,6 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def positions_from_mask(mask: Tensor) -> Tensor:
+    """RoPE positions for a left-padded batch: [B, T] mask -> [B, T] positions (0 at first token)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 @dataclass(frozen=True)
 class BlockShape:
     """Shape of one Llama decoder block."""

@@ -10,9 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import Backbone, torch_device, torch_dtype
-from .blocks import StackCache
+from .blocks import StackCache, positions_from_mask
 from .errors import ColaError
-from .model import positions_from_mask
 
 
 @dataclass
@@ -92,8 +91,9 @@ class PlainLM(nn.Module):
         """A standard HF directory (safetensors), loadable by transformers itself."""
         import json
 
+        from .atomic import write_atomic
         from .backbone import quiet_hf
-        from .io import atomic_dir, atomic_write_text
+        from .checkpoint import atomic_dir
 
         quiet_hf()
 
@@ -105,7 +105,7 @@ class PlainLM(nn.Module):
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp))
             if self.generation_defaults:
-                atomic_write_text(
+                write_atomic(
                     tmp / "latent_search.json", json.dumps(self.generation_defaults, indent=2)
                 )
         return Path(directory)

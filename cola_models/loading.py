@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .backbone import torch_dtype
+from .build import model_from_config
 from .catalog import bundled_models, checkpoint_kind
+from .checkpoint import CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, load_state, read_json
 from .config import ColaConfig
 from .errors import ColaError
-from .io import (
-    CONFIG,
-    FORMAT,
-    FORMAT_VERSION,
-    WEIGHTS,
-    atomic_dir,
-    load_state,
-    read_json,
-    save_state,
-)
 from .model import ColaModel
-
-
-def save_model(model: ColaModel, directory: str | Path, *, dtype: str | None = None) -> Path:
-    """Write config.json, model.safetensors and the tokenizer to ``directory`` atomically."""
-    dt = torch_dtype(dtype) if dtype else None
-    with atomic_dir(directory) as tmp:
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "kind": "cola",
-            "dtype": str(dt or model.dtype).removeprefix("torch."),
-            "cola": model.config.to_dict(),
-            "generation": model.generation_defaults,
-        }
-        (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
-        save_state(model, tmp / WEIGHTS, dt)
-        if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(str(tmp))
-    return Path(directory)
 
 
 def _load_tokenizer(directory: Path):
@@ -50,8 +22,6 @@ def _load_tokenizer(directory: Path):
 
 
 def load_cola_dir(directory: Path, *, device: str = "cpu", dtype: str = "float32") -> ColaModel:
-    from .presets import model_from_config
-
     meta = read_json(directory / CONFIG)
     if meta.get("format") != FORMAT or "cola" not in meta:
         raise ColaError(f"{directory} is not a latent-search CoLA checkpoint (config.json format)")

@@ -9,15 +9,12 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import Backbone
+from .blocks import positions_from_mask
+from .checkpoint import save_model
 from .config import ColaConfig
 from .heads import ActionHead, idm_transition_logits
 from .state import ColaState
 from .world_model import WorldModelHead
-
-
-def positions_from_mask(mask: Tensor) -> Tensor:
-    """RoPE positions for a left-padded batch: [B, T] mask -> [B, T] positions (0 at first token)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @dataclass
@@ -84,9 +81,7 @@ class ColaModel(nn.Module):
         }
 
     def save_pretrained(self, directory, *, dtype: str | None = None):
-        """config.json + model.safetensors (+ tokenizer), written atomically. See cola_models.loading."""
-        from .loading import save_model
-
+        """config.json + model.safetensors (+ tokenizer), written atomically (cola_models.checkpoint)."""
         return save_model(self, directory, dtype=dtype)
 
     # ------------------------------------------------------------------ pieces

@@ -6,16 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from .backbone import (
-    Backbone,
-    build_backbone_from_config,
-    load_backbone,
-    smollm2_gguf_spec,
-    torch_device,
-    torch_dtype,
-)
+from .backbone import smollm2_gguf_spec
+from .build import model_from_config
 from .catalog import PRESET_DESCRIPTIONS
 from .config import BackboneSpec, ColaConfig
 from .errors import ColaError
@@ -156,34 +148,6 @@ def preset_config(name: str, backbone_path: str | None = None) -> ColaConfig:
     if name not in PRESETS:
         raise ColaError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name].config(backbone_path)
-
-
-def model_from_config(
-    config: ColaConfig,
-    *,
-    device: str = "cpu",
-    seed: int = 0,
-    dtype: str = "float32",
-    allow_download: bool = False,
-    load_weights: bool = True,
-    tokenizer=None,
-) -> ColaModel:
-    """Build a ColaModel: backbone per ``config.backbone`` (weights loaded when ``load_weights``),
-    new heads initialised from ``seed`` without touching the caller's global RNG."""
-    dev, dt = torch_device(device), torch_dtype(dtype)
-    if dev.type == "meta":
-        with torch.device("meta"):
-            lm = build_backbone_from_config(config.backbone.hf_config)
-            return ColaModel(config, Backbone(lm), tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if load_weights and config.backbone.source != "random":
-            lm, tok = load_backbone(config.backbone, allow_download=allow_download)
-            tokenizer = tokenizer or tok
-        else:
-            lm = build_backbone_from_config(config.backbone.hf_config)
-        model = ColaModel(config, Backbone(lm), tokenizer)
-    return model.to(device=dev, dtype=dt).eval()
 
 
 def build_model(

@@ -98,10 +98,10 @@ def run_compare(
             progress(m.name)
         summary = run_eval(cfg, out / _slug(m.name))
         rows.append({"method": m.name, "level": m.level, "backend": backend, **summary})
-    from cola_models.io import atomic_write_text
+    from cola_models.atomic import write_atomic
 
-    atomic_write_text(out / "compare.json", json.dumps(rows, indent=2))
-    atomic_write_text(out / "compare.md", markdown_table(rows))
+    write_atomic(out / "compare.json", json.dumps(rows, indent=2))
+    write_atomic(out / "compare.md", markdown_table(rows))
     plot(rows, out / "compare.png", title=f"{task}: accuracy vs model tokens per problem")
     return rows
 

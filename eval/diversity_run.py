@@ -24,7 +24,7 @@ def run_diversity(
     """Prefixes are held-out problems cut mid-solution (benchmarks without worked solutions: the
     bare prompt); ``n`` continuations of each per mode. Writes OUT/diversity.json atomically."""
     import cola_models as cm
-    from cola_models.io import atomic_write_text
+    from cola_models.atomic import write_atomic
 
     from .datasets import get_benchmark
     from .diversity import MODES, MiniLMEmbedder, NgramEmbedder, diversity_report
@@ -49,5 +49,5 @@ def run_diversity(
     )
     report.update({"model": model_name, "task": task, "oracle": False})
     Path(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(out) / "diversity.json", json.dumps(report, indent=2))
+    write_atomic(Path(out) / "diversity.json", json.dumps(report, indent=2))
     return report

@@ -10,7 +10,7 @@ import torch
 
 @torch.no_grad()
 def lm_perplexity(model, problems: list, *, batch_size: int = 64) -> float:
-    from cola_models.model import positions_from_mask
+    from cola_models.blocks import positions_from_mask
     from cola_models.tokenizer import left_pad, pad_id
     from eval.tasks import format_example
 

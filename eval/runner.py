@@ -91,9 +91,9 @@ def _read_done(path: Path) -> dict[str, dict]:
         if isinstance(rec, dict) and "id" in rec:
             done[rec["id"]] = rec
             good.append(line)
-    from cola_models.io import atomic_write_text
+    from cola_models.atomic import write_atomic
 
-    atomic_write_text(path, "".join(g + "\n" for g in good))
+    write_atomic(path, "".join(g + "\n" for g in good))
     return done
 
 
@@ -156,7 +156,7 @@ def summarize(records: list[dict], cfg: EvalConfig, total: int, warnings=()) -> 
 def run_eval(
     cfg: EvalConfig, out: str | Path, *, progress: Callable[[int, int], None] | None = None
 ) -> dict:
-    from cola_models.io import atomic_write_text
+    from cola_models.atomic import write_atomic
     from latent_search.search import run_search
     from latent_search.setup import load_searcher
 
@@ -174,7 +174,7 @@ def run_eval(
         if have != json.loads(json.dumps(want)):
             raise ValueError(f"{out} holds an eval run with other settings; use a new --out")
     else:
-        atomic_write_text(conf_path, json.dumps(want, indent=2))
+        write_atomic(conf_path, json.dumps(want, indent=2))
 
     items, warnings = load_items(cfg)
     done = _read_done(res_path)
@@ -212,7 +212,7 @@ def run_eval(
         ]
         _append(res_path, new)
         records += new
-        atomic_write_text(
+        write_atomic(
             out / "summary.json",
             json.dumps(summarize(records, cfg, len(items), warnings), indent=2),
         )
@@ -221,7 +221,7 @@ def run_eval(
     if todo and hasattr(searcher.backend, "close"):  # an engine holds (GPU) memory until closed
         searcher.backend.close()
     summary = summarize(records, cfg, len(items), warnings)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -177,9 +177,9 @@ class Tree:
 
     def save(self, path: str | Path, decode: Callable[[list[int]], str] | None = None) -> None:
         """``decode`` (token ids -> text) stores the decoded text for viewers."""
-        from cola_models.io import atomic_write_text
+        from cola_models.atomic import write_atomic
 
-        atomic_write_text(path, json.dumps(self.to_dict(decode)))
+        write_atomic(path, json.dumps(self.to_dict(decode)))
 
     @classmethod
     def load(cls, path: str | Path) -> Tree:

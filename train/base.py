@@ -51,7 +51,7 @@ class BaseRun:
 def _tokenizer(run: RunDir, cfg: BaseRun, problems: list):
     from transformers import PreTrainedTokenizerFast
 
-    from cola_models.io import atomic_dir
+    from cola_models.checkpoint import atomic_dir
     from cola_models.tokenizer import train_bpe_tokenizer
     from eval.tasks import format_example
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from cola_models.io import load_state, save_state
+from cola_models.checkpoint import load_state, save_state
 
 WEIGHTS = "weights.safetensors"
 

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from cola_models.atomic import write_atomic
+from cola_models.checkpoint import atomic_dir, read_json
 from cola_models.errors import ColaError
-from cola_models.io import atomic_dir, atomic_write_text, read_json
 
 
 @dataclass
@@ -79,7 +80,7 @@ class RunDir:
         elif self.path.exists() and any(self.path.iterdir()):
             raise ColaError(f"output directory {self.path} is not empty and holds no run")
         else:
-            atomic_write_text(cfg_file, json.dumps(record, indent=2))
+            write_atomic(cfg_file, json.dumps(record, indent=2))
 
     @property
     def checkpoint(self) -> Path:
@@ -104,7 +105,7 @@ class RunDir:
             return
         rows = [line for line in path.read_text().splitlines() if line.strip()]
         kept = [r for r in rows if json.loads(r).get("step", -1) < after_step]
-        atomic_write_text(path, "".join(r + "\n" for r in kept))
+        write_atomic(path, "".join(r + "\n" for r in kept))
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -113,7 +114,7 @@ class RunDir:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def finish(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "done.json", json.dumps(summary, indent=2))
+        write_atomic(self.path / "done.json", json.dumps(summary, indent=2))
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / "done.json")

@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cola_models.atomic import write_atomic
 from cola_models.errors import ColaError
-from cola_models.io import atomic_write_text
 
 from .base import BaseRun, run_base
 from .data import DataConfig
@@ -140,7 +140,7 @@ def run_pipeline(cfg: PipelineConfig, out: str | Path, *, quiet: bool = False) -
     dirs["token-rl"] = run_rl(_seeded(tok, s), out / "token-rl", quiet=quiet)
     models = export(dirs, out / "models")
     report = evaluate_bundle(models, cfg.eval, quiet=quiet)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    write_atomic(out / "report.json", json.dumps(report, indent=2))
     return report
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from cola_models.atomic import write_atomic
 from cola_models.errors import ColaError
-from cola_models.io import atomic_write_text
 
 from .common import freeze_all_but, load_weights, save_weights
 from .data import DataConfig, step_generator, train_problems
@@ -83,7 +83,7 @@ def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
             n = int(r.act_mask[b].sum())
             ids = r.input_ids[b][r.attention_mask[b].bool()].tolist()
             rows.append({"ids": ids, "acts": r.acts[b, :n].tolist(), "reward": float(r.rewards[b])})
-    atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in rows))
+    write_atomic(path, "".join(json.dumps(x) + "\n" for x in rows))
     return rows
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cola_models.blocks import positions_from_mask
 from cola_models.config import BackboneSpec, ColaConfig
 from cola_models.errors import ColaError
-from cola_models.model import ColaModel, positions_from_mask
+from cola_models.model import ColaModel
 
 from .common import finish_stage, freeze_all_but, run_phase, task_generation_defaults
 from .data import DataConfig, sample_batch, step_generator, tokenize, train_problems
@@ -53,7 +54,8 @@ class Stage1Run:
 
 
 def build_cola(cfg: Stage1Config, seed: int) -> ColaModel:
-    from cola_models.presets import model_from_config, preset_config
+    from cola_models.build import model_from_config
+    from cola_models.presets import preset_config
 
     if not cfg.backbone:
         raise ColaError("stage1 needs a backbone (--model: a base LM directory or 'smollm2-135m')")

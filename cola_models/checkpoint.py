@@ -1,4 +1,4 @@
-"""Save and load CoLA checkpoints: config.json + model.safetensors + tokenizer files, never pickle.
+"""CoLA checkpoints on disk: config.json + model.safetensors + tokenizer files, never pickle.
 
 Writes are atomic: a checkpoint directory is built beside its target and swapped in whole, so an
 interrupted save leaves the previous checkpoint intact.
@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic import write_atomic
 from .errors import ColaError
 
 FORMAT = "latent-search/cola"
@@ -45,11 +44,6 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file through a temporary sibling and an atomic rename."""
-    write_atomic(path, text)
 
 
 def save_state(module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> None:
@@ -120,3 +114,27 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ColaError(f"{path} must hold a JSON object")
     return data
+
+
+def save_model(model: nn.Module, directory: str | Path, *, dtype: str | None = None) -> Path:
+    """Write ``model``'s config.json, model.safetensors and tokenizer to ``directory`` atomically.
+
+    ``model`` is any module carrying ``config`` (with ``to_dict``), ``generation_defaults``,
+    ``tokenizer`` and ``dtype``, as a ColaModel does."""
+    from .backbone import torch_dtype
+
+    dt = torch_dtype(dtype) if dtype else None
+    with atomic_dir(directory) as tmp:
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": "cola",
+            "dtype": str(dt or model.dtype).removeprefix("torch."),
+            "cola": model.config.to_dict(),
+            "generation": model.generation_defaults,
+        }
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
+        save_state(model, tmp / WEIGHTS, dt)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(str(tmp))
+    return Path(directory)
