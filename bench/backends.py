@@ -111,15 +111,17 @@ def main() -> None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
 
     import cola_models as cm
-    from eval.tasks import format_prompt, get_task
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
     from latent_search.backends.factory import make_backend
 
     model = cm.load_model(args.model, device=args.device, dtype=args.dtype)
     template = model.generation_defaults.get("prompt_template")
-    fmt = (lambda q: template.replace("{question}", q)) if template else format_prompt
     n_needed = max(args.batches) * (args.repeats + 1)
     problems = get_task("arith").generate(n_needed, seed=11, split="test")
-    encoded = cm.tokenizer_encode(model.tokenizer, [fmt(p.question) for p in problems])
+    encoded = cm.tokenizer_encode(
+        model.tokenizer, [format_prompt(p.question, template) for p in problems]
+    )
     space = cm.tokenizer_encode(model.tokenizer, [" "], add_bos=False)[0][-1]
 
     def prompts_for(B: int, r: int) -> list[list[int]]:

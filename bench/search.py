@@ -21,7 +21,8 @@ from common import machine  # noqa: E402
 
 def main() -> None:
     import cola_models as cm
-    from eval.tasks import format_prompt, get_task
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
     from latent_search.backends.serial import SerialBackend
     from latent_search.backends.torch_backend import TorchBackend
     from latent_search.mcts_q import MCTSQConfig, mcts_q

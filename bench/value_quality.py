@@ -37,7 +37,8 @@ def main() -> None:
     import cola_models as cm
     from cola_models.generation import GenerationConfig, generate
     from eval.answers import extract_answer
-    from eval.tasks import format_prompt, get_task
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
     from latent_search.backends.torch_backend import TorchBackend
     from latent_search.scorers import state_values
 

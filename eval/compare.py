@@ -10,7 +10,7 @@ what each method actually spent, not what it was allowed.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from latent_search.search import SearchSpec
@@ -33,33 +33,33 @@ def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Met
     search over latent actions and over tokens. Search sizes are large and the budget binds."""
     big = 64 if budget else 16
     n = max(2, int(budget // greedy_tokens)) if budget and greedy_tokens else 8
-    s = SearchSpec(budget=budget)
+    s = dict(budget=budget)  # greedy and sample take none: one decode has no size to bound
     return [
         Method("greedy (BC)", "tiny-arith-bc", SearchSpec()),
         Method("sample (BC)", "tiny-arith-bc", SearchSpec(algorithm="sample")),
         Method("greedy (latent RL)", "tiny-arith", SearchSpec()),
         Method("sample (latent RL)", "tiny-arith", SearchSpec(algorithm="sample")),
         Method("greedy (token RL)", "tiny-arith-token-rl", SearchSpec(), level="token"),
-        Method(f"best-of-{n} (Q)", "tiny-arith", replace(s, algorithm="best-of-n", n=n)),
+        Method(f"best-of-{n} (Q)", "tiny-arith", SearchSpec(**s, algorithm="best-of-n", n=n)),
         Method(
             f"best-of-{n} (vote)",
             "tiny-arith",
-            replace(s, algorithm="best-of-n", n=n, scorer="vote"),
+            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="vote"),
         ),
-        Method("beam", "tiny-arith", replace(s, algorithm="beam", max_new_tokens=256)),
-        Method("mcts", "tiny-arith", replace(s, algorithm="mcts", rounds=big)),
-        Method("mcts-q", "tiny-arith", replace(s, algorithm="mcts-q", rounds=big)),
+        Method("beam", "tiny-arith", SearchSpec(**s, algorithm="beam", max_new_tokens=256)),
+        Method("mcts", "tiny-arith", SearchSpec(**s, algorithm="mcts", rounds=big)),
+        Method("mcts-q", "tiny-arith", SearchSpec(**s, algorithm="mcts-q", rounds=big)),
         Method(
             "token beam",
             "tiny-arith-base",
-            replace(s, algorithm="beam"),
+            SearchSpec(**s, algorithm="beam"),
             value_model="tiny-arith",
             level="token",
         ),
         Method(
             "token mcts",
             "tiny-arith-base",
-            replace(s, algorithm="mcts", rounds=big),
+            SearchSpec(**s, algorithm="mcts", rounds=big),
             value_model="tiny-arith",
             level="token",
         ),

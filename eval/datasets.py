@@ -1,12 +1,12 @@
 """Benchmark problem sets: MATH-500 and GSM8K from local JSONL (or, only when asked, the hub), the
-procedural tasks' held-out problems, and the prompt templates to pose them with.
+procedural tasks' held-out problems (posed with the templates of ``eval.prompts``).
 
 Every loader validates each line: a malformed line (bad JSON, a missing field, a wrong type) is
 reported as `file:line: problem` and either skipped with a warning (kept in `Benchmark.warnings`
 and logged) or, with `strict=True`, fatal (ValueError). Nothing is dropped silently.
 
     bench = get_benchmark("math500", "../shared/data/math500.jsonl", limit=100)
-    prompts = [format_prompt(p, "boxed") for p in bench]
+    prompts = [format_prompt(p.question, "boxed") for p in bench]
     correct = [p.grade(text) for p, text in zip(bench, outputs)]
 """
 
@@ -20,17 +20,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.tasks import PROMPT_TEMPLATE, Problem
+from eval.tasks import Problem
 
 __all__ = [
     "BENCHMARKS",
-    "PROMPT_TEMPLATES",
     "Benchmark",
     "BenchmarkProblem",
     "default_data_dir",
-    "format_prompt",
     "get_benchmark",
-    "get_template",
     "load_gsm8k",
     "load_math500",
 ]
@@ -92,45 +89,6 @@ class Benchmark:
 
     def __getitem__(self, i):
         return self.problems[i]
-
-
-# --------------------------------------------------------------------------------- prompts
-
-PROMPT_TEMPLATES = {
-    # The format the bundled models were trained with (eval.tasks.PROMPT_TEMPLATE; their
-    # config.json "generation.prompt_template"): a tiny model knows no other.
-    "qa": PROMPT_TEMPLATE,
-    # The paper's math instruction (reference eval script) inside the same Question/Answer frame.
-    "boxed": "Question: {question}\nPlease reason step by step, and put your final answer within "
-    "\\boxed{}.\nAnswer:",
-    # GSM8K's own answer convention.
-    "hashes": "Question: {question}\nSolve step by step, then write the final answer as "
-    "'#### N'.\nAnswer:",
-    # The paper's exact evaluation prompt (reference: "User: {}\nAssistant: " around the instruction).
-    "cola": "User: Please reason step by step, and put your final answer within \\boxed{}.\n\n"
-    "{question}\nAssistant: ",
-}
-DEFAULT_TEMPLATE = {"math500": "boxed", "gsm8k": "boxed", "arith": "qa", "countdown": "qa"}
-
-
-def get_template(template: str | None, task: str) -> str:
-    """A template string: a name from PROMPT_TEMPLATES, a literal holding `{question}` (e.g. a
-    model's own `generation_defaults["prompt_template"]`), or None for the task's default."""
-    if template is None:
-        template = DEFAULT_TEMPLATE.get(task, "qa")
-    if template in PROMPT_TEMPLATES:
-        return PROMPT_TEMPLATES[template]
-    if "{question}" not in template:
-        raise ValueError(
-            f"prompt template {template!r} is neither one of {', '.join(PROMPT_TEMPLATES)} "
-            "nor a string containing {question}"
-        )
-    return template
-
-
-def format_prompt(problem: BenchmarkProblem, template: str | None = None) -> str:
-    """The prompt posing `problem`. `str.replace`, not `str.format`: templates hold \\boxed{}."""
-    return get_template(template, problem.task).replace("{question}", problem.question)
 
 
 # ------------------------------------------------------------------------------ validation

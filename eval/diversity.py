@@ -252,7 +252,7 @@ def sample_continuations(
 def prefixes_from_problems(problems: Sequence, *, fraction: float = 0.5) -> list[str]:
     """Prompt + the first `fraction` of each worked solution (cut at a space): prefixes that
     leave the model mid-solution, as the paper's validation-set prefixes do."""
-    from eval.tasks import format_prompt
+    from eval.prompts import format_prompt
 
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction={fraction} must be in [0, 1)")

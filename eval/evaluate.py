@@ -30,7 +30,8 @@ def evaluate_problems(
 ) -> dict:
     """Accuracy of ``model`` (CoLA or plain LM) on ``problems`` with one sample each."""
     from cola_models.generation import GenerationConfig, generate
-    from eval.tasks import format_prompt, get_task
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
 
     max_new = max_new_tokens or model.generation_defaults.get("max_new_tokens", 160)
     cfg = GenerationConfig(max_new_tokens=max_new, action=action)

@@ -12,7 +12,7 @@ import torch
 def lm_perplexity(model, problems: list, *, batch_size: int = 64) -> float:
     from cola_models.blocks import positions_from_mask
     from cola_models.tokenizer import left_pad, pad_id
-    from eval.tasks import format_example
+    from eval.prompts import format_example
 
     tok = model.tokenizer
     backbone = model.backbone

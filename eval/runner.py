@@ -37,7 +37,7 @@ class EvalConfig:
     value_model: str | None = None
     backend: str = "torch"
     template: str | None = None
-    """Prompt template: a name from eval.datasets.PROMPT_TEMPLATES or a string with {question};
+    """Prompt template: a name from eval.prompts.PROMPT_TEMPLATES or a string with {question};
     default: the model's own training format, else the task's."""
     strict: bool = False
     """A malformed data line is fatal (else skipped with a warning naming file:line)."""
@@ -69,7 +69,7 @@ def load_items(cfg: EvalConfig) -> tuple[list, list[str]]:
 
 def prompt_template(cfg: EvalConfig, model) -> str:
     """--template, else the format the model was trained with, else the task's default."""
-    from .datasets import get_template
+    from .prompts import get_template
 
     own = model.generation_defaults.get("prompt_template")
     return get_template(cfg.template or own, cfg.task)
@@ -158,9 +158,9 @@ def run_eval(
 ) -> dict:
     from cola_models.atomic import write_atomic
     from latent_search.search import run_search
-    from latent_search.setup import load_searcher
 
     from .answers import extract_answer
+    from .searcher import load_searcher
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

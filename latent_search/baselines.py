@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backend import Backend
-from .result import SearchResult, is_oracle
-from .scorers import model_costs, vote_scores
+from .ledger import Choice, Ledger
+from .scorers import vote_scores
+from .types import Backend, Scorer, SearchResult
 
 
 @dataclass(frozen=True)
@@ -17,24 +16,46 @@ class BestOfNConfig:
     max_new_tokens: int = 256
     select: str = "value"
     """"value" (the scorer's score, e.g. the Q-model) or "vote" (majority over final answers)."""
+    budget: int | None = None
+    """Model tokens per problem: samples are then drawn one per problem per round until n or the
+    budget is reached (a sample already started is finished)."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n={self.n} must be >= 1")
         if self.select not in ("value", "vote"):
             raise ValueError(f"select={self.select!r} must be 'value' or 'vote'")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget={self.budget} must be >= 1")
 
 
 def decode_once(
     backend: Backend, prompts: list[list[int]], max_new_tokens: int, *, sample: bool, generator=None
 ) -> list[SearchResult]:
-    t0 = time.perf_counter()
-    outs = backend.rollout(prompts, max_new_tokens, sample=sample, generator=generator)
-    secs = (time.perf_counter() - t0) / max(1, len(prompts))
-    return [
-        SearchResult(tokens=o, text=backend.decode(o), tree=None, tokens_used=c, seconds=secs)
-        for o, c in zip(outs, backend.last_costs)
-    ]
+    """Greedy decoding or one sample per prompt: one batched rollout."""
+    ledger = Ledger(backend, len(prompts))
+    owners = list(range(len(prompts)))
+    outs = ledger.rollout(owners, prompts, max_new_tokens, sample=sample, generator=generator)
+    algorithm = "sample" if sample else "greedy"
+    config = {"max_new_tokens": max_new_tokens}
+    return ledger.results([Choice(o) for o in outs], algorithm=algorithm, config=config)
+
+
+def _draw(ledger: Ledger, prompts, cfg: BestOfNConfig, generator) -> list[list[list[int]]]:
+    """Samples of each prompt. Without a budget all n at once (one batch of P * n rows); with one,
+    in rounds of one sample per problem still under budget."""
+    samples: list[list[list[int]]] = [[] for _ in prompts]
+    rounds = 1 if cfg.budget is None else cfg.n
+    per_round = cfg.n if cfg.budget is None else 1
+    for _ in range(rounds):
+        owners = [i for i in ledger.open_problems() if len(samples[i]) < cfg.n]
+        rows = [i for i in owners for _ in range(per_round)]
+        outs = ledger.rollout(
+            rows, [prompts[i] for i in rows], cfg.max_new_tokens, sample=True, generator=generator
+        )
+        for i, o in zip(rows, outs):
+            samples[i].append(o)
+    return samples
 
 
 def best_of_n(
@@ -43,44 +64,30 @@ def best_of_n(
     cfg: BestOfNConfig,
     *,
     generator=None,
-    scorer: Callable[[list[list[int]]], list[float]] | None = None,
+    scorer: Scorer | None = None,
     answer_fn: Callable[[str], str | None] | None = None,
 ) -> list[SearchResult]:
-    """N policy samples per prompt in one batch; keep the best by value or by vote."""
-    t0 = time.perf_counter()
-    flat = [p for p in prompts for _ in range(cfg.n)]
-    outs = backend.rollout(flat, cfg.max_new_tokens, sample=True, generator=generator)
-    costs = list(backend.last_costs)
-    texts = [backend.decode(o) for o in outs]
+    """Up to N policy samples per prompt, batched across prompts; keep the best by value or vote."""
+    if cfg.select == "vote" and answer_fn is None:
+        raise ValueError("vote selection needs an answer extractor")
+    if cfg.select == "value" and scorer is None:
+        raise ValueError("value selection needs a scorer")
+    ledger = Ledger(backend, len(prompts), budget=cfg.budget)
+    samples = _draw(ledger, prompts, cfg, generator)
+    owners = [i for i, outs in enumerate(samples) for _ in outs]
+    flat = [o for outs in samples for o in outs]
     if cfg.select == "vote":
-        if answer_fn is None:
-            raise ValueError("vote selection needs an answer extractor")
         scores = []
-        for i in range(len(prompts)):
-            scores += vote_scores([answer_fn(t) for t in texts[i * cfg.n : (i + 1) * cfg.n]])
-    else:
-        if scorer is None:
-            raise ValueError("value selection needs a scorer")
-        scores = scorer([p + o for p, o in zip(flat, outs)])
-        for i, c in enumerate(model_costs(scorer, len(flat))):
-            costs[i] += c
-    secs = (time.perf_counter() - t0) / max(1, len(prompts))
-    results = []
-    for i in range(len(prompts)):
-        rows = range(i * cfg.n, (i + 1) * cfg.n)
-        best = max(rows, key=lambda r: scores[r])
-        results.append(
-            SearchResult(
-                tokens=outs[best],
-                text=texts[best],
-                tree=None,
-                tokens_used=sum(costs[r] for r in rows),
-                seconds=secs,
-                stats={
-                    "scores": [scores[r] for r in rows],
-                    "select": cfg.select,
-                    "oracle": cfg.select == "value" and is_oracle(scorer),
-                },
-            )
-        )
-    return results
+        for outs in samples:
+            scores += vote_scores([answer_fn(backend.decode(o)) for o in outs])
+    else:  # one scorer call for every sample of every problem
+        scores = ledger.score(owners, scorer, [prompts[i] + o for i, o in zip(owners, flat)])
+    choices, at = [], 0
+    for outs in samples:
+        mine = scores[at : at + len(outs)]
+        at += len(outs)
+        best = max(range(len(outs)), key=lambda r: mine[r])
+        choices.append(Choice(outs[best], stats={"scores": mine, "select": cfg.select}))
+    return ledger.results(
+        choices, algorithm="best-of-n", config=cfg, scorer=scorer if cfg.select == "value" else None
+    )

@@ -8,14 +8,12 @@ ranked by the value of their newest state; finished ones leave the beam for a po
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from .backend import Backend
-from .result import SearchResult
-from .scorers import ValueFn, model_costs
+from .ledger import Choice, Ledger
 from .steps import expand_steps
 from .tree import ROOT, Tree
+from .types import Backend, SearchResult, ValueFn
 
 
 @dataclass(frozen=True)
@@ -47,80 +45,66 @@ class _Hyp:
     done: bool = False
 
 
+def _grow(ledger: Ledger, trees, prompts, live, cfg: BeamConfig) -> list[tuple[int, _Hyp]]:
+    """Every live hypothesis extended by each of its candidate steps (one batch)."""
+    steps, _ = expand_steps(
+        ledger,
+        [i for i, _ in live],
+        [prompts[i] + h.tokens for i, h in live],
+        k=cfg.expand_k,
+        step_tokens=cfg.step_tokens,
+        stop=cfg.step_stop,
+        room=[cfg.max_new_tokens - len(h.tokens) for _, h in live],
+    )
+    new = []
+    for (i, h), row_steps in zip(live, steps):
+        for st in row_steps:
+            toks = h.tokens + st.tokens
+            node = trees[i].add_child(
+                h.node, st.action, st.tokens, prior=st.prior, terminal=st.terminal
+            )
+            new.append((i, _Hyp(toks, node, done=st.terminal or len(toks) >= cfg.max_new_tokens)))
+    return new
+
+
+def _evaluate(ledger: Ledger, trees, prompts, new, value_fn: ValueFn) -> None:
+    values = ledger.value(
+        [i for i, _ in new],
+        value_fn,
+        [prompts[i] + h.tokens for i, h in new],
+        [h.done for _, h in new],
+    )
+    for (i, h), v in zip(new, values):
+        h.score = float(v)
+        trees[i].value[h.node] = h.score
+        trees[i].visits[h.node] = 1
+
+
 def beam_search(
     backend: Backend, prompts: list[list[int]], cfg: BeamConfig, value_fn: ValueFn
 ) -> list[SearchResult]:
-    t0 = time.perf_counter()
     trees = [Tree(prompt_tokens=list(p)) for p in prompts]
     beams = [[_Hyp([], ROOT)] for _ in prompts]
     pools: list[list[_Hyp]] = [[] for _ in prompts]
-    spent = [0] * len(prompts)
+    ledger = Ledger(backend, len(prompts), budget=cfg.budget)
 
     for _ in range(cfg.max_steps):
-        live = [
-            (i, h)
-            for i, bs in enumerate(beams)
-            for h in bs
-            if cfg.budget is None or spent[i] < cfg.budget
-        ]
+        live = [(i, h) for i in ledger.open_problems() for h in beams[i]]
         if not live:
             break
-        steps, costs, _ = expand_steps(
-            backend,
-            [prompts[i] + h.tokens for i, h in live],
-            k=cfg.expand_k,
-            step_tokens=cfg.step_tokens,
-            stop=cfg.step_stop,
-            room=[cfg.max_new_tokens - len(h.tokens) for _, h in live],
-        )
-        new_hyps: list[tuple[int, _Hyp]] = []
-        for (i, h), row_steps, c in zip(live, steps, costs):
-            spent[i] += c
-            for st in row_steps:
-                toks = h.tokens + st.tokens
-                done = st.terminal or len(toks) >= cfg.max_new_tokens
-                node = trees[i].add_child(
-                    h.node, st.action, st.tokens, prior=st.prior, terminal=st.terminal
-                )
-                new_hyps.append((i, _Hyp(toks, node, done=done)))
-        values = value_fn(
-            [prompts[i] + h.tokens for i, h in new_hyps], [h.done for _, h in new_hyps]
-        )
-        for (i, _), c in zip(new_hyps, model_costs(value_fn, len(new_hyps))):
-            spent[i] += c
-        for (i, h), v in zip(new_hyps, values):
-            h.score = float(v)
-            trees[i].value[h.node] = h.score
-            trees[i].visits[h.node] = 1
-        for i in range(len(prompts)):
-            mine = [h for j, h in new_hyps if j == i]
-            if not mine:
-                continue
+        new = _grow(ledger, trees, prompts, live, cfg)
+        _evaluate(ledger, trees, prompts, new, value_fn)
+        for i in {i for i, _ in new}:  # finished hypotheses leave for the pool; the best stay
+            mine = [h for j, h in new if j == i]
             pools[i] += [h for h in mine if h.done]
-            open_ = sorted((h for h in mine if not h.done), key=lambda h: -h.score)
-            beams[i] = open_[: cfg.beam_width]
+            beams[i] = sorted((h for h in mine if not h.done), key=lambda h: -h.score)[
+                : cfg.beam_width
+            ]
 
-    results = []
-    secs = (time.perf_counter() - t0) / max(1, len(prompts))
+    choices = []
     for i, tree in enumerate(trees):
         pool = pools[i] or beams[i]
         best = max(pool, key=lambda h: h.score) if pool else _Hyp([], ROOT)
-        tree.meta.update(
-            {
-                "algorithm": "beam",
-                "tokens": spent[i],
-                "chosen": best.node,
-                "config": {k: v for k, v in cfg.__dict__.items()},
-            }
-        )
-        results.append(
-            SearchResult(
-                tokens=best.tokens,
-                text=backend.decode(best.tokens),
-                tree=tree,
-                tokens_used=spent[i],
-                seconds=secs,
-                stats={"nodes": len(tree), "finished": len(pools[i])},
-            )
-        )
-    return results
+        stats = {"nodes": len(tree), "finished": len(pools[i])}
+        choices.append(Choice(best.tokens, tree, best.node, stats))
+    return ledger.results(choices, algorithm="beam", config=cfg)

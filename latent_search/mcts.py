@@ -14,17 +14,15 @@ child with the highest such score. Below the root, selection stays PUCT.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .backend import Backend
-from .result import SearchResult
-from .scorers import ValueFn, model_costs
+from .ledger import Choice, Ledger
 from .steps import expand_steps
 from .tree import ROOT, Tree
+from .types import Backend, SearchResult, ValueFn
 
 
 @dataclass(frozen=True)
@@ -121,6 +119,93 @@ def _final_child(tree: Tree, node: int, gumbel: dict[int, float] | None, cfg: MC
     return max(kids, key=lambda c: (tree.visits[c], tree.value[c]))
 
 
+def _select_leaf(tree: Tree, gumbel: dict[int, float] | None, cfg: MCTSConfig) -> int:
+    """Walk down from the root by PUCT (Gumbel's schedule at the root) to a leaf."""
+    node = ROOT
+    while tree.children[node] and not tree.terminal[node]:
+        if node == ROOT and gumbel is not None:
+            node = gumbel_root_child(tree, gumbel, cfg)
+        else:
+            node = puct_child(tree, node, cfg.c_puct)
+    return node
+
+
+def _open(tree: Tree, node: int, cfg: MCTSConfig) -> bool:
+    return not tree.terminal[node] and tree.depth[node] < cfg.max_new_tokens
+
+
+def _root_noise(grow, n_actions: int, generator) -> torch.Tensor:
+    """Gumbel(0, 1) noise [B, A] on root rows only (Gumbel-top-k sampling); zero elsewhere."""
+    noise = torch.zeros(len(grow), n_actions)
+    for r, (_, n) in enumerate(grow):
+        if n == ROOT:
+            u = torch.rand(n_actions, generator=generator)
+            noise[r] = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+    return noise
+
+
+def _expand(ledger: Ledger, trees, gumbels, leaves, cfg: MCTSConfig, generator) -> None:
+    """Children (steps) of every open leaf, all problems in one batch."""
+    grow = [(i, n) for i, n in leaves if _open(trees[i], n, cfg)]
+    if not grow:
+        return
+    noise = _root_noise(grow, ledger.backend.n_actions, generator) if cfg.gumbel else None
+    steps, _ = expand_steps(
+        ledger,
+        [i for i, _ in grow],
+        [trees[i].prefix(n) for i, n in grow],
+        k=cfg.expand_k,
+        step_tokens=cfg.step_tokens,
+        stop=cfg.step_stop,
+        room=[cfg.max_new_tokens - trees[i].depth[n] for i, n in grow],
+        noise=noise,
+    )
+    for (i, n), row_steps in zip(grow, steps):
+        for st in row_steps:
+            child = trees[i].add_child(
+                n, st.action, st.tokens, prior=st.prior, terminal=st.terminal
+            )
+            if n == ROOT and gumbels[i] is not None:
+                gumbels[i][child] = st.gumbel
+
+
+def _backup(tree: Tree, leaf: int, value: float) -> None:
+    """Visits +1 and the value's running mean along the root-to-leaf path."""
+    for m in tree.path(leaf):
+        tree.visits[m] += 1
+        tree.value[m] += (value - tree.value[m]) / tree.visits[m]
+
+
+def _answer(ledger: Ledger, trees, gumbels, cfg: MCTSConfig) -> list[Choice]:
+    """Follow the most visited children to a leaf; an open leaf is finished greedily."""
+    finish = []
+    for tree, g in zip(trees, gumbels):
+        node = ROOT
+        while tree.children[node]:
+            node = _final_child(tree, node, g, cfg)
+        finish.append(node)
+    todo = [(i, n) for i, n in enumerate(finish) if _open(trees[i], n, cfg)]
+    tails: dict[int, list[int]] = {}
+    if todo:
+        outs = ledger.rollout(
+            [i for i, _ in todo],
+            [trees[i].prefix(n) for i, n in todo],
+            cfg.max_new_tokens - min(trees[i].depth[n] for i, n in todo),
+            sample=False,
+        )
+        for (i, n), out in zip(todo, outs):
+            tails[i] = out[: cfg.max_new_tokens - trees[i].depth[n]]
+    return [
+        Choice(
+            tree.generated(n) + tails.get(i, []),
+            tree,
+            n,
+            {"nodes": len(tree), "simulations": tree.visits[ROOT]},
+        )
+        for i, (tree, n) in enumerate(zip(trees, finish))
+    ]
+
+
 def mcts(
     backend: Backend,
     prompts: list[list[int]],
@@ -134,118 +219,34 @@ def mcts(
     """``trees``: resume these (saved) searches instead of starting from the prompts.
     ``generator`` draws the root's Gumbel noise (``cfg.gumbel``). ``on_round(trees)`` runs after
     every simulation round (to checkpoint the trees: a saved tree is a resumable search)."""
-    t0 = time.perf_counter()
     if trees is None:
         trees = [Tree(prompt_tokens=list(p)) for p in prompts]
     elif len(trees) != len(prompts):
         raise ValueError(f"{len(trees)} trees given for {len(prompts)} prompts")
     spent = [int(t.meta.get("tokens", 0)) for t in trees]
+    ledger = Ledger(backend, len(trees), budget=cfg.budget, spent=spent)
     gumbels: list[dict[int, float] | None] = [
         {int(c): g for c, g in t.meta.get("gumbel", {}).items()} if cfg.gumbel else None
         for t in trees
     ]
     done_sims = min(t.visits[ROOT] for t in trees)
     for _ in range(max(0, cfg.simulations - done_sims)):
-        active = [i for i in range(len(trees)) if cfg.budget is None or spent[i] < cfg.budget]
+        active = ledger.open_problems()
         if not active:
             break
-        leaves = []
-        for i in active:
-            node = ROOT
-            while trees[i].children[node] and not trees[i].terminal[node]:
-                g = gumbels[i]
-                node = (
-                    gumbel_root_child(trees[i], g, cfg)
-                    if node == ROOT and g is not None
-                    else puct_child(trees[i], node, cfg.c_puct)
-                )
-            leaves.append((i, node))
-        grow = [
-            (i, n)
-            for i, n in leaves
-            if not trees[i].terminal[n] and trees[i].depth[n] < cfg.max_new_tokens
-        ]
-        if grow:
-            noise = None
-            if cfg.gumbel:  # Gumbel(0, 1) noise on root rows only: Gumbel-top-k sampling
-                noise = torch.zeros(len(grow), backend.n_actions)
-                for r, (_, n) in enumerate(grow):
-                    if n == ROOT:
-                        u = torch.rand(backend.n_actions, generator=generator)
-                        noise[r] = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
-            steps, costs, _ = expand_steps(
-                backend,
-                [trees[i].prefix(n) for i, n in grow],
-                k=cfg.expand_k,
-                step_tokens=cfg.step_tokens,
-                stop=cfg.step_stop,
-                room=[cfg.max_new_tokens - trees[i].depth[n] for i, n in grow],
-                noise=noise,
-            )
-            for (i, n), row_steps, c in zip(grow, steps, costs):
-                spent[i] += c
-                for st in row_steps:
-                    child = trees[i].add_child(
-                        n, st.action, st.tokens, prior=st.prior, terminal=st.terminal
-                    )
-                    if n == ROOT and gumbels[i] is not None:
-                        gumbels[i][child] = st.gumbel
-        done = [trees[i].terminal[n] or trees[i].depth[n] >= cfg.max_new_tokens for i, n in leaves]
-        values = value_fn([trees[i].prefix(n) for i, n in leaves], done)
-        for (i, _), c in zip(leaves, model_costs(value_fn, len(leaves))):
-            spent[i] += c
+        leaves = [(i, _select_leaf(trees[i], gumbels[i], cfg)) for i in active]
+        _expand(ledger, trees, gumbels, leaves, cfg, generator)
+        values = ledger.value(
+            active,
+            value_fn,
+            [trees[i].prefix(n) for i, n in leaves],
+            [not _open(trees[i], n, cfg) for i, n in leaves],
+        )
         for (i, n), v in zip(leaves, values):
-            for m in trees[i].path(n):
-                trees[i].visits[m] += 1
-                trees[i].value[m] += (float(v) - trees[i].value[m]) / trees[i].visits[m]
-        for i, _ in leaves:  # kept in the tree so that a saved search resumes exactly
-            trees[i].meta["tokens"] = spent[i]
+            _backup(trees[i], n, float(v))
+            trees[i].meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
             if gumbels[i] is not None:
                 trees[i].meta["gumbel"] = {str(c): g for c, g in gumbels[i].items()}
         if on_round is not None:
             on_round(trees)
-
-    results = []
-    secs = (time.perf_counter() - t0) / max(1, len(prompts))
-    finish = []
-    for i, tree in enumerate(trees):
-        node = ROOT
-        while tree.children[node]:
-            node = _final_child(tree, node, gumbels[i], cfg)
-        finish.append((i, node))
-    todo = [
-        (i, n)
-        for i, n in finish
-        if not trees[i].terminal[n] and trees[i].depth[n] < cfg.max_new_tokens
-    ]
-    tails = {}
-    if todo:
-        outs = backend.rollout(
-            [trees[i].prefix(n) for i, n in todo],
-            cfg.max_new_tokens - min(trees[i].depth[n] for i, n in todo),
-            sample=False,
-        )
-        for (i, n), out, c in zip(todo, outs, backend.last_costs):
-            tails[i] = out[: cfg.max_new_tokens - trees[i].depth[n]]
-            spent[i] += c
-    for (i, node), tree in zip(finish, trees):
-        tokens = tree.generated(node) + tails.get(i, [])
-        tree.meta.update(
-            {
-                "algorithm": "mcts",
-                "tokens": spent[i],
-                "chosen": node,
-                "config": dict(cfg.__dict__),
-            }
-        )
-        results.append(
-            SearchResult(
-                tokens=tokens,
-                text=backend.decode(tokens),
-                tree=tree,
-                tokens_used=spent[i],
-                seconds=secs,
-                stats={"nodes": len(tree), "simulations": tree.visits[ROOT]},
-            )
-        )
-    return results
+    return ledger.results(_answer(ledger, trees, gumbels, cfg), algorithm="mcts", config=cfg)

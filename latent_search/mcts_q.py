@@ -11,16 +11,14 @@ is one batched backend call per phase across problems: the reference runs one no
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .backend import Backend
-from .result import Scorer, SearchResult, is_oracle
-from .scorers import model_costs
+from .ledger import Choice, Ledger
 from .tree import ROOT, Tree
+from .types import Backend, Scorer, SearchResult
 
 
 @dataclass(frozen=True)
@@ -121,6 +119,89 @@ def final_choice(tree: Tree) -> tuple[int, list[int]]:
     return best_roll, tree.generated(best_roll) + (tree.rollout[best_roll] or [])
 
 
+def _rollout_and_score(ledger: Ledger, trees, items, cfg: MCTSQConfig, scorer: Scorer) -> None:
+    """Greedy rollouts of new nodes (trees[i], node n), then the scorer on each, in one batch."""
+    todo = [(i, n) for i, n in items if not trees[i].terminal[n]]
+    outs = ledger.rollout(
+        [i for i, _ in todo],
+        [trees[i].prefix(n) for i, n in todo],
+        cfg.rollout_tokens,
+        sample=False,
+    )
+    for (i, n), out in zip(todo, outs):
+        trees[i].rollout[n] = out
+    for i, n in items:
+        if trees[i].rollout[n] is None:
+            trees[i].rollout[n] = []
+    seqs = [trees[i].prefix(n) + trees[i].rollout[n] for i, n in items]
+    for (i, n), s in zip(items, ledger.score([i for i, _ in items], scorer, seqs)):
+        trees[i].reward[n] = float(s)
+
+
+def _untried(tree: Tree, node: int, order: list[int], m: int) -> list[int]:
+    """The policy's next-best m actions not yet tried at ``node``."""
+    tried = tree.children[node]
+    return [a for a in order if a not in tried][:m]
+
+
+def _expand(ledger: Ledger, trees, selected, cfg: MCTSQConfig) -> list[tuple[int, int]]:
+    """New children of each selected node: its next-best untried actions, all decoded from the
+    node's one state, a child per distinct token up to the node's width. Returns (tree, child)."""
+    owners = [i for i, _ in selected]
+    prefixes = [trees[i].prefix(n) for i, n in selected]
+    prior = ledger.prior(owners, prefixes)
+    probs = prior.logits.float().softmax(-1)  # [B, A]
+    order = prior.logits.float().argsort(-1, descending=True).tolist()  # [B, A]
+    cand = [_untried(trees[i], n, order[r], cfg.candidates) for r, (i, n) in enumerate(selected)]
+    width = max(len(c) for c in cand)
+    acts = torch.tensor([c + [c[-1]] * (width - len(c)) for c in cand])  # [B, m]
+    toks = ledger.expand(owners, prefixes, acts)  # [B, m]
+    new = []
+    for row, (i, n) in enumerate(selected):
+        tree = trees[i]
+        have = {tuple(tree.tokens[c]): c for c in _distinct_children(tree, n)}
+        for j, a in enumerate(cand[row]):
+            t = int(toks[row, j])
+            if (t,) in have:  # same token as a sibling: record the action as tried
+                tree.children[n][a] = have[(t,)]
+                continue
+            if len(have) >= _width(cfg, n):
+                break
+            q = None if prior.q is None else float(prior.q[row, a])
+            eos = t == ledger.backend.eos_id
+            have[(t,)] = tree.add_child(n, a, [t], prior=float(probs[row, a]), q=q, terminal=eos)
+            new.append((i, have[(t,)]))
+    return new
+
+
+def _macro_steps(ledger: Ledger, trees, new, cfg: MCTSQConfig) -> None:
+    """Stretch each new child whose Q is confident (squared TD error below the threshold) by
+    up to ``macro_tokens`` greedy tokens."""
+    live = [(i, c) for i, c in new if not trees[i].terminal[c] and trees[i].q[c] is not None]
+    if not live or cfg.macro_tokens <= 0:
+        return
+    child_prior = ledger.prior([i for i, _ in live], [trees[i].prefix(c) for i, c in live])
+    confident = [
+        (i, c)
+        for k, (i, c) in enumerate(live)
+        if (trees[i].q[c] - cfg.gamma * float(child_prior.q[k].max())) ** 2 < cfg.td_threshold
+        and trees[i].depth[c] < cfg.max_depth
+    ]
+    outs = ledger.rollout(
+        [i for i, _ in confident],
+        [trees[i].prefix(c) for i, c in confident],
+        cfg.macro_tokens,
+        sample=False,
+    )
+    eos = ledger.backend.eos_id
+    for (i, c), ext in zip(confident, outs):
+        # Deviation: the chunk's prior stays the first action's probability
+        # (the reference averages the policy probability over the chunk).
+        trees[i].tokens[c] += ext
+        trees[i].depth[c] += len(ext)
+        trees[i].terminal[c] = bool(ext) and ext[-1] == eos
+
+
 def mcts_q(
     backend: Backend,
     prompts: list[list[int]],
@@ -132,129 +213,34 @@ def mcts_q(
 ) -> list[SearchResult]:
     """Run MCTS-Q on every prompt in lockstep. ``trees`` resumes saved searches;
     ``on_round(trees)`` runs after every round (to checkpoint them)."""
-    t0 = time.perf_counter()
     trees = trees or [Tree(prompt_tokens=list(p)) for p in prompts]
-    spent = [int(t.meta.get("tokens", 0)) for t in trees]
-    eos = backend.eos_id
-
-    def rollout_and_score(items: list[tuple[int, int]]) -> None:
-        """Greedy rollouts for new nodes (trees[i], node n), scored in one batch."""
-        todo = [(i, n) for i, n in items if not trees[i].terminal[n]]
-        if todo:
-            prefixes = [trees[i].prefix(n) for i, n in todo]
-            limits = [cfg.rollout_tokens for _ in todo]
-            outs = backend.rollout(prefixes, max(limits), sample=False)
-            for (i, n), out, c in zip(todo, outs, backend.last_costs):
-                trees[i].rollout[n] = out
-                spent[i] += c
-        for i, n in items:
-            if trees[i].rollout[n] is None:
-                trees[i].rollout[n] = []
-        scores = scorer([trees[i].prefix(n) + trees[i].rollout[n] for i, n in items])
-        for (i, _), c in zip(items, model_costs(scorer, len(items))):
-            spent[i] += c
-        for (i, n), s in zip(items, scores):
-            trees[i].reward[n] = float(s)
-
+    ledger = Ledger(
+        backend, len(trees), budget=cfg.budget, spent=[int(t.meta.get("tokens", 0)) for t in trees]
+    )
     fresh = [(i, ROOT) for i, t in enumerate(trees) if t.reward[ROOT] is None]
     if fresh:
-        rollout_and_score(fresh)
+        _rollout_and_score(ledger, trees, fresh, cfg, scorer)
         for i, _ in fresh:
             backup(trees[i], ROOT, cfg.gamma)
-
     start_round = min(int(t.meta.get("rounds", 0)) for t in trees)
     for rnd in range(start_round, cfg.rounds):
-        active = [
-            (i, select(trees[i], cfg, backend.n_actions))
-            for i in range(len(trees))
-            if cfg.budget is None or spent[i] < cfg.budget
-        ]
-        active = [(i, n) for i, n in active if n is not None]
-        if not active:
+        selected = [(i, select(trees[i], cfg, backend.n_actions)) for i in ledger.open_problems()]
+        selected = [(i, n) for i, n in selected if n is not None]
+        if not selected:
             break
-        # -- expansion: next-best untried actions of each selected node, from one state each
-        prior = backend.prior([trees[i].prefix(n) for i, n in active])
-        for (i, _), c in zip(active, backend.last_costs):
-            spent[i] += c
-        probs = prior.logits.float().softmax(-1)  # [B, A]
-        order = prior.logits.float().argsort(-1, descending=True)  # [B, A]
-        cand = []
-        for row, (i, n) in enumerate(active):
-            tried = trees[i].children[n]
-            cand.append([int(a) for a in order[row] if int(a) not in tried][: cfg.candidates])
-        width = max(len(c) for c in cand)
-        acts = torch.tensor([c + [c[-1]] * (width - len(c)) for c in cand])  # [B, m]
-        toks = backend.expand([trees[i].prefix(n) for i, n in active], acts)  # [B, m]
-        new: list[tuple[int, int, int]] = []  # (tree, child, row)
-        for row, (i, n) in enumerate(active):
-            tree = trees[i]
-            have = {tuple(tree.tokens[c]): c for c in _distinct_children(tree, n)}
-            for j, a in enumerate(cand[row]):
-                t = int(toks[row, j])
-                if (t,) in have:  # same token as a sibling: record the action as tried
-                    tree.children[n][a] = have[(t,)]
-                    continue
-                if len(have) >= _width(cfg, n):
-                    break
-                q = None if prior.q is None else float(prior.q[row, a])
-                child = tree.add_child(
-                    n, a, [t], prior=float(probs[row, a]), q=q, terminal=t == eos
-                )
-                have[(t,)] = child
-                new.append((i, child, row))
-        # -- macro-steps where the Q-model is confident about the new state
-        if new and prior.q is not None and cfg.macro_tokens > 0:
-            live = [(i, c) for i, c, _ in new if not trees[i].terminal[c]]
-            if live:
-                child_prior = backend.prior([trees[i].prefix(c) for i, c in live])
-                for (i, _), cost in zip(live, backend.last_costs):
-                    spent[i] += cost
-                confident = []
-                for k, (i, c) in enumerate(live):
-                    td = (trees[i].q[c] - cfg.gamma * float(child_prior.q[k].max())) ** 2
-                    if td < cfg.td_threshold and trees[i].depth[c] < cfg.max_depth:
-                        confident.append((i, c))
-                if confident:
-                    outs = backend.rollout(
-                        [trees[i].prefix(c) for i, c in confident], cfg.macro_tokens, sample=False
-                    )
-                    for (i, c), ext, cost in zip(confident, outs, backend.last_costs):
-                        spent[i] += cost
-                        # Deviation: the chunk's prior stays the first action's probability
-                        # (the reference averages the policy probability over the chunk).
-                        trees[i].tokens[c] += ext
-                        trees[i].depth[c] += len(ext)
-                        trees[i].terminal[c] = bool(ext) and ext[-1] == eos
-        # -- rollouts, scores, backup
-        rollout_and_score([(i, c) for i, c, _ in new])
-        for i, c, _ in new:
+        new = _expand(ledger, trees, selected, cfg)
+        _macro_steps(ledger, trees, new, cfg)
+        _rollout_and_score(ledger, trees, new, cfg, scorer)
+        for i, c in new:
             backup(trees[i], c, cfg.gamma)
-        for t in trees:
+        for i, t in enumerate(trees):
             t.meta["rounds"] = rnd + 1
+            t.meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
         if on_round is not None:
             on_round(trees)
-
-    results = []
-    seconds = time.perf_counter() - t0
-    for i, tree in enumerate(trees):
+    choices = []
+    for tree in trees:
         node, tokens = final_choice(tree)
-        tree.meta.update(
-            {
-                "algorithm": "mcts-q",
-                "tokens": spent[i],
-                "oracle": is_oracle(scorer),
-                "chosen": node,
-                "config": cfg.__dict__,
-            }
-        )
-        results.append(
-            SearchResult(
-                tokens=tokens,
-                text=backend.decode(tokens),
-                tree=tree,
-                tokens_used=spent[i],
-                seconds=seconds / len(trees),
-                stats={"nodes": len(tree), "rounds": tree.meta["rounds"]},
-            )
-        )
-    return results
+        stats = {"nodes": len(tree), "rounds": tree.meta.get("rounds", 0)}
+        choices.append(Choice(tokens, tree, node, stats))
+    return ledger.results(choices, algorithm="mcts-q", config=cfg, scorer=scorer)

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .backend import Backend
 from .baselines import BestOfNConfig, best_of_n, decode_once
 from .beam import BeamConfig, beam_search
 from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
-from .result import SearchResult
 from .scorers import q_value_fn, q_value_scorer
 from .tree import Tree
+from .types import Backend, SearchResult, is_oracle
 
 ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
 RESUMABLE = ("mcts", "mcts-q")
@@ -58,6 +57,12 @@ class SearchSpec:
             raise ValueError(
                 f"{self.algorithm} values states with the Q head; --scorer vote is for best-of-n"
             )
+        if self.budget is not None and self.algorithm in ("greedy", "sample"):
+            # One decode has no size to bound: its cost is set by --max-new-tokens alone.
+            raise ValueError(
+                f"--budget does not apply to {self.algorithm} (one decode, sized by "
+                "--max-new-tokens); it binds best-of-n, beam, mcts and mcts-q"
+            )
         if self.gumbel and self.algorithm != "mcts":
             raise ValueError("gumbel root selection is an option of --search mcts")
 
@@ -92,7 +97,8 @@ def run_search(
         cfg = BestOfNConfig(
             n=spec.n,
             max_new_tokens=spec.max_new_tokens,
-            select="value" if spec.scorer == "q" or getattr(scorer, "oracle", False) else "vote",
+            select="value" if spec.scorer == "q" or is_oracle(scorer) else "vote",
+            budget=spec.budget,
         )
         return best_of_n(backend, prompts, cfg, generator=g, scorer=scorer, answer_fn=answer_fn)
     if spec.algorithm == "mcts":

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .backend import Backend
+from .ledger import Ledger
+from .types import Prior
 
 
 @dataclass
@@ -25,7 +26,8 @@ class Step:
 
 
 def expand_steps(
-    backend: Backend,
+    ledger: Ledger,
+    owners: list[int],
     prefixes: list[list[int]],
     *,
     k: int,
@@ -33,23 +35,25 @@ def expand_steps(
     stop: tuple[str, ...],
     room: list[int],
     noise: Tensor | None = None,
-) -> tuple[list[list[Step]], list[int], list]:
+) -> tuple[list[list[Step]], Prior]:
     """Children steps of each prefix. ``room[i]``: tokens prefix i may still generate.
     ``noise`` [B, A] is added to the log-policy before taking the top k: Gumbel noise there
     samples k actions without replacement (Gumbel-top-k); zero rows keep the plain top k.
 
-    Returns (steps per prefix, model tokens spent per prefix, the prior of each prefix).
+    ``owners[i]``: the problem prefix i belongs to (its model work is charged there).
+
+    Returns (steps per prefix, the prior of each prefix).
     """
+    backend = ledger.backend
     eos = backend.eos_id
-    prior = backend.prior(prefixes)
-    cost = list(backend.last_costs)
+    prior = ledger.prior(owners, prefixes)
     k = min(k, backend.n_actions)
     logp = prior.logits.float().log_softmax(-1)  # [B, A]
     noise = torch.zeros_like(logp) if noise is None else noise.to(logp)
     top = (logp + noise).topk(k, dim=-1).indices  # [B, k]
     probs = logp.gather(-1, top).exp()  # [B, k]
     gumbel = noise.gather(-1, top)  # [B, k]
-    first = backend.expand(prefixes, top)  # [B, k]
+    first = ledger.expand(owners, prefixes, top)  # [B, k]
     steps: list[list[Step]] = []
     for row in range(len(prefixes)):
         by_token: dict[int, Step] = {}
@@ -67,14 +71,14 @@ def expand_steps(
         if step_tokens > 0 and not s.terminal and room[row] > 1
     ]
     if grow:
-        outs = backend.rollout(
+        outs = ledger.rollout(
+            [owners[row] for row, _ in grow],
             [prefixes[row] + s.tokens for row, s in grow],
             min(step_tokens, max(room[row] - 1 for row, _ in grow)),
             sample=False,
             stop=stop,
         )
-        for (row, s), out, c in zip(grow, outs, backend.last_costs):
+        for (row, s), out in zip(grow, outs):
             s.tokens += out[: room[row] - 1]
             s.terminal = eos in s.tokens
-            cost[row] += c
-    return steps, cost, prior
+    return steps, prior

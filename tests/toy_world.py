@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from latent_search.backend import Prior, Usage
+from latent_search.types import Prior, Usage
 
 
 class ToyBackend:
@@ -48,7 +48,7 @@ class ToyBackend:
 def target_scorer(target: list[int]):
     """1.0 when the generated tokens start with ``target``'s tokens, partial credit per match."""
 
-    def score(seqs):
+    def score(seqs, meter=None):
         out = []
         for s in seqs:
             gen = [t for t in s if t >= 10]

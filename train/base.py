@@ -53,7 +53,7 @@ def _tokenizer(run: RunDir, cfg: BaseRun, problems: list):
 
     from cola_models.checkpoint import atomic_dir
     from cola_models.tokenizer import train_bpe_tokenizer
-    from eval.tasks import format_example
+    from eval.prompts import format_example
 
     tok_dir = run.path / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():

@@ -21,7 +21,7 @@ def load_weights(model: nn.Module, directory: Path) -> None:
 
 
 def task_generation_defaults(max_new_tokens: int) -> dict:
-    from eval.tasks import PROMPT_TEMPLATE
+    from eval.prompts import PROMPT_TEMPLATE
 
     return {"prompt_template": PROMPT_TEMPLATE, "max_new_tokens": max_new_tokens}
 

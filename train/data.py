@@ -66,7 +66,7 @@ class Examples:
 
 
 def tokenize(tokenizer, problems: list, max_len: int) -> Examples:
-    from eval.tasks import format_example
+    from eval.prompts import format_example
 
     pairs = [format_example(p) for p in problems]
     prompts = encode(tokenizer, [p for p, _ in pairs])

@@ -93,7 +93,8 @@ class Rollouts:
 
 
 def collect(model, problems: list, cfg: RLConfig, generator: torch.Generator) -> Rollouts:
-    from eval.tasks import format_prompt, get_task
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
 
     G, tok = cfg.group_size, model.tokenizer
     prompts = [format_prompt(p.question) for p in problems for _ in range(G)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..backend import Prior
+from ..types import Prior
 
 
 class SerialBackend:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
-from ..backend import Prior, Usage
+from ..types import Prior, Usage
 
 
 class TorchBackend:
@@ -150,6 +150,7 @@ class TorchBackend:
 
     def expand(self, prefixes: list[list[int]], actions: Tensor) -> Tensor:
         if self.level == "token":
+            self.last_costs = [0] * len(prefixes)
             return actions.clone()  # the action is the token
         st = self.states(prefixes)
         return self._timed(self.model.next_token_logits, st, actions).argmax(-1)  # [B, k]

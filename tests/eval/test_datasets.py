@@ -11,16 +11,19 @@ from pathlib import Path
 import pytest
 
 from eval.datasets import (
-    PROMPT_TEMPLATES,
     BenchmarkProblem,
     default_data_dir,
-    format_prompt,
     get_benchmark,
-    get_template,
     load_gsm8k,
     load_math500,
 )
-from eval.tasks import format_prompt as task_prompt
+from eval.prompts import PROMPT_TEMPLATES, get_template
+from eval.prompts import format_prompt as task_prompt
+
+
+def format_prompt(problem, template=None):
+    return task_prompt(problem.question, template, task=problem.task)
+
 
 MATH_ROW = {
     "problem": "What is $1+1$?",

@@ -96,7 +96,8 @@ def prefixes():
 
 
 def test_prefixes_stop_mid_solution():
-    from eval.tasks import format_prompt, get_task
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
 
     problems = get_task("arith").generate(4, seed=5, split="test")
     for p, prefix in zip(problems, prefixes_from_problems(problems)):

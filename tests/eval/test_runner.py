@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from eval.compare import Method, run_compare
 from eval.runner import EvalConfig, run_eval
-from latent_search.cli import app
 from latent_search.search import SearchSpec
+from latent_search_cli.app import app
 
 runner = CliRunner()
 
@@ -115,7 +115,7 @@ def test_eval_diversity_cli(tmp_path):
 
 
 def test_a_prompt_longer_than_the_context_is_recorded_not_fatal(tmp_path):
-    from eval.datasets import PROMPT_TEMPLATES
+    from eval.prompts import PROMPT_TEMPLATES
 
     long_template = "x " * 1100 + "{question}"  # past tiny-arith's 1024-token context
     assert "{question}" in long_template and "qa" in PROMPT_TEMPLATES

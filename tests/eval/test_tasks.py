@@ -8,18 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from eval.countdown_expr import ExprError, evaluate, solves
+from eval.prompts import PROMPT_TEMPLATE, format_example, format_prompt
 from eval.tasks import (
-    PROMPT_TEMPLATE,
     TASKS,
     ArithTask,
     CountdownTask,
     Problem,
-    format_example,
-    format_prompt,
     get_task,
     split_of,
 )
+from eval.tasks.countdown_expr import ExprError, evaluate, solves
 
 ARITH = ArithTask()
 COUNTDOWN = CountdownTask()

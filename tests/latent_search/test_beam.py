@@ -7,7 +7,7 @@ from latent_search.beam import BeamConfig, beam_search
 
 
 def _value_from(scorer):
-    return lambda seqs, done: scorer(seqs)
+    return lambda seqs, done, meter=None: scorer(seqs)
 
 
 def test_full_width_beam_equals_brute_force():
@@ -25,7 +25,7 @@ def test_narrow_beam_is_greedy_by_value_and_rows_are_independent():
     cfg = BeamConfig(beam_width=1, expand_k=4, max_steps=5, step_tokens=0, max_new_tokens=10)
     targets = {0: [13, 13, 10], 1: [11, 12, 13]}
 
-    def value(seqs, done):
+    def value(seqs, done, meter=None):
         return [target_scorer(targets[s[0]])([s])[0] for s in seqs]
 
     both = beam_search(be, [[0], [1]], cfg, value)

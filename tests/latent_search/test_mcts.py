@@ -8,7 +8,7 @@ from latent_search.tree import ROOT
 def _value(targets):
     """Credit for the longest prefix of the generated tokens that matches the problem's target."""
 
-    def value(seqs, done):
+    def value(seqs, done, meter=None):
         out = []
         for s in seqs:
             target, gen = targets[s[0]], [t for t in s if t >= 10]

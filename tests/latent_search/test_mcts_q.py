@@ -10,7 +10,7 @@ def _run(targets, rounds=40, **kw):
     cfg = MCTSQConfig(rounds=rounds, b_root=4, b_other=4, rollout_tokens=8, macro_tokens=0, **kw)
     scorers = [target_scorer(t) for t in targets]
 
-    def scorer(seqs):  # each prompt carries its problem index as its only token
+    def scorer(seqs, meter=None):  # each prompt carries its problem index as its only token
         return [scorers[s[0]](seqs[i : i + 1])[0] for i, s in enumerate(seqs)]
 
     return mcts_q(be, [[i] for i in range(len(targets))], cfg, scorer)

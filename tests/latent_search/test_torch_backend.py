@@ -2,8 +2,8 @@ import torch
 
 import cola_models as cm
 from cola_models.tokenizer import left_pad
-from latent_search.backend import Backend
 from latent_search.backends.torch_backend import TorchBackend
+from latent_search.types import Backend
 
 
 def test_backend_caches_states_and_steps_from_a_parent(tiny_cola):

@@ -2,7 +2,7 @@ import json
 
 from typer.testing import CliRunner
 
-from latent_search.cli import app
+from latent_search_cli.app import app
 
 runner = CliRunner()
 

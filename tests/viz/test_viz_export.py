@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 from viz_trees import decode, synthetic_tree
 
 from latent_search import viz
-from latent_search.cli import app
 from latent_search.tree import Tree, TreeFormatError
 from latent_search.viz import graph, htmlview, text, view
+from latent_search_cli.app import app
 
 runner = CliRunner()
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz `dot` not installed")

@@ -5,7 +5,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from latent_search.backends import factory, vllm_backend
+from latent_search.backends import factory, vllm_backend, vllm_export
 from latent_search.backends.torch_backend import TorchBackend
 
 
@@ -28,7 +28,7 @@ def test_make_backend_unknown_name(tiny_cola):
 
 
 def test_export_places_every_inference_weight(tiny_cola, tmp_path):
-    vllm_backend.export_for_vllm(tiny_cola, tmp_path)
+    vllm_export.export_for_vllm(tiny_cola, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architectures"] == ["ColaVLLMForCausalLM"]
     cola = config["cola"]
@@ -51,4 +51,4 @@ def test_export_refuses_other_architectures(tiny_cola, tmp_path, monkeypatch):
     hf = dict(tiny_cola.config.backbone.hf_config, model_type="qwen2")
     monkeypatch.setattr(tiny_cola.config.backbone, "hf_config", hf)
     with pytest.raises(ValueError, match="Llama-architecture"):
-        vllm_backend.export_for_vllm(tiny_cola, tmp_path)
+        vllm_export.export_for_vllm(tiny_cola, tmp_path)

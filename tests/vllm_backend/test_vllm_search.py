@@ -5,6 +5,7 @@ The search algorithms are unchanged: they only see the backend protocol.
 
 import pytest
 import torch
+from counting_backend import Counting
 from vllm_case import NEEDS_VLLM, encode_questions
 
 import cola_models as cm
@@ -74,3 +75,24 @@ def test_sampled_rollouts_are_seeded_and_use_n(vllm_backend, prompts):
     assert len({tuple(t) for t in first[:4]}) > 1  # the n=4 samples of one prompt differ
     # The four samples of a prompt are one request: its prompt is paid once.
     assert vllm_backend.last_costs[1:4] == [len(t) - 1 for t in other[1:4]]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SearchSpec(algorithm="best-of-n", n=2, max_new_tokens=32, seed=0),
+        SearchSpec(algorithm="beam", max_new_tokens=24, seed=0),
+        # Gumbel roots sample actions outside the prior's prefetched top 8: paid expansions.
+        SearchSpec(algorithm="mcts", rounds=3, expand_k=16, gumbel=True, max_new_tokens=24),
+        SearchSpec(algorithm="mcts-q", rounds=2, max_new_tokens=24, seed=0),
+    ],
+    ids=lambda s: s.algorithm,
+)
+def test_per_problem_tokens_add_up_to_all_engine_work(vllm_backend, prompts, spec):
+    counting = Counting(vllm_backend)
+    before = vllm_backend.usage.tokens
+    results = run_search(counting, prompts, spec)
+    assert sum(r.tokens_used for r in results) == vllm_backend.usage.tokens - before
+    assert sum(r.tokens_used for r in results) == sum(counting.totals.values())
+    if spec.gumbel:
+        assert counting.totals["expand"] > 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, fields
 
-from .search import RESUMABLE, SearchSpec
+from latent_search.search import RESUMABLE, SearchSpec
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,11 @@ def solve_question(
     resume: str | None = None,
     viz: str | None = None,
 ) -> dict:
-    from eval.answers import extract_answer
+    from latent_search.search import run_search
+    from latent_search.tree import Tree
 
-    from .search import run_search
-    from .setup import load_searcher
-    from .tree import Tree
+    from .answers import extract_answer
+    from .searcher import load_searcher
 
     spec = cfg.search
     if resume and spec.algorithm not in RESUMABLE:
@@ -80,7 +80,7 @@ def solve_question(
         if tree_out:
             res.tree.save(tree_out)
         if viz:
-            from .viz import export
+            from latent_search.viz import export
 
             export(res.tree, out=viz)
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .search import SearchSpec
+from latent_search.search import SearchSpec
 
 
 @dataclass
@@ -29,10 +29,12 @@ class Searcher:
         that an evaluation records it instead of stopping."""
         import cola_models as cm
 
+        from .prompts import fill
+
         for q in questions:
             if not q.strip():
                 raise ValueError("the question is empty")
-        prompts = [self.template.replace("{question}", q) for q in questions]
+        prompts = [fill(self.template, q) for q in questions]
         ids = cm.tokenizer_encode(self.model.tokenizer, prompts)
         return [
             row
@@ -47,8 +49,7 @@ def load_searcher(
     model_name: str, spec: SearchSpec, *, value_model: str | None = None, backend: str = "torch"
 ) -> Searcher:
     import cola_models as cm
-
-    from .backends.factory import BACKENDS, make_backend
+    from latent_search.backends.factory import BACKENDS, make_backend
 
     if backend not in BACKENDS:  # before loading a model: fail fast
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -147,7 +147,7 @@ def solve(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Solve one problem with a model (CoLA: latent actions; plain LM: tokens)."""
-    from latent_search.solve import SolveConfig, solve_question
+    from eval.solve import SolveConfig, solve_question
 
     spec = search_spec(
         search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel

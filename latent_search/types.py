@@ -1,19 +1,27 @@
-"""The batched backend protocol the search algorithms speak, and its accounting.
+"""The engine's types: the batched backend protocol the searches speak, what a search returns,
+and the two ways a search judges text (scorers of finished sequences, value functions of states).
 
 Search sees only token prefixes (lists of ids) and asks, for a whole batch at once:
   prior(prefixes)            -> policy logits over the A actions (+ Q values when the model has them)
   expand(prefixes, actions)  -> the token each (prefix, action) pair produces (k per prefix)
   rollout(prefixes, ...)     -> continuations to the end
 so a toy world, the torch backend and the vLLM backend are interchangeable, and the backend is
-free to cache model state per prefix however suits its engine.
+free to cache model state per prefix however suits its engine. Each call leaves its per-row cost
+in ``last_costs``; a search never reads it itself: it calls backends through a
+:class:`latent_search.ledger.Ledger`, which charges every row to the problem it served.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ledger import Meter
+    from .tree import Tree
 
 
 @dataclass
@@ -24,7 +32,7 @@ class Prior:
 
 @dataclass
 class Usage:
-    """Model work done so far: tokens run through the model and time spent inside it."""
+    """Model work a backend did so far: tokens run through the model and time spent inside it."""
 
     prefill_tokens: int = 0
     decode_tokens: int = 0
@@ -47,7 +55,8 @@ class Backend(Protocol):
     eos_id: int | None
     usage: Usage
     last_costs: list[int]
-    """Model tokens each row of the most recent call cost (prefill + decode)."""
+    """Model tokens each row of the most recent call cost (prefill + decode); 0 for rows served
+    from a cache. Every call, expand included, sets it."""
 
     def prior(self, prefixes: list[list[int]]) -> Prior: ...
 
@@ -69,3 +78,31 @@ class Backend(Protocol):
         ...
 
     def decode(self, tokens: list[int]) -> str: ...
+
+
+@dataclass
+class SearchResult:
+    tokens: list[int]
+    """Generated tokens of the chosen answer (after the prompt)."""
+    text: str
+    tree: Tree | None
+    tokens_used: int
+    """Model forward tokens (prefill + decode) spent on this problem, every call included."""
+    seconds: float
+    stats: dict = field(default_factory=dict)
+    oracle: bool = False
+    """Whether a scorer that reads the gold answer chose this result."""
+
+
+Scorer = Callable[[list[list[int]], "Meter"], list[float]]
+"""(full token sequences (prompt + generated), meter) -> scores in [0, 1]. A scorer that runs a
+model does so through the meter, which charges each row's cost to its problem. A scorer that
+reads the gold answer is an *oracle* and must say so (``scorer.oracle = True``); searches copy
+that flag into every result."""
+
+ValueFn = Callable[[list[list[int]], list[bool], "Meter"], list[float]]
+"""(full sequences, finished flags, meter) -> value of each sequence's newest state."""
+
+
+def is_oracle(scorer) -> bool:
+    return bool(getattr(scorer, "oracle", False))

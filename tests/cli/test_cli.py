@@ -4,13 +4,13 @@ import sys
 
 from typer.testing import CliRunner
 
-from latent_search.cli import app
+from latent_search_cli.app import app
 
 runner = CliRunner()
 
 
 def test_help_lists_commands_and_does_not_import_torch():
-    code = "import sys; from latent_search.cli import app; print('torch' in sys.modules)"
+    code = "import sys; from latent_search_cli.app import app; print('torch' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
         == "False"
@@ -84,6 +84,8 @@ def test_solve_budget_and_search_errors():
     for args in (
         ["--search", "nope"],
         ["--budget", "0"],
+        ["--budget", "400"],  # greedy: one decode, nothing for a budget to bind
+        ["--search", "sample", "--budget", "400"],
         ["--search", "mcts-q", "--scorer", "vote"],
         ["--search", "beam", "--gumbel"],
         ["--search", "beam", "--beam-width", "0"],
@@ -99,6 +101,7 @@ def test_solve_budget_and_search_errors():
 def test_every_search_runs_from_the_cli(tmp_path):
     for search in ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q"):
         out = tmp_path / f"{search}.json"
+        budget = [] if search in ("greedy", "sample") else ["--budget", "400"]
         result = runner.invoke(
             app,
             [
@@ -110,8 +113,7 @@ def test_every_search_runs_from_the_cli(tmp_path):
                 search,
                 "--max-new-tokens",
                 "6",
-                "--budget",
-                "400",
+                *budget,
                 "--json",
                 "--tree-out",
                 str(out),

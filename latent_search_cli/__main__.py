@@ -1,0 +1,3 @@
+from latent_search_cli.app import main
+
+main()

@@ -1,0 +1,79 @@
+"""One ledger: every model call of a search is charged to the problem it served, expansions and
+valuations included, and ``budget`` binds (or is refused) for every algorithm."""
+
+import pytest
+from counting_backend import Counting
+from toy_world import ToyBackend
+
+from latent_search.search import SearchSpec, run_search
+
+SEARCHES = [
+    SearchSpec("greedy", max_new_tokens=8),
+    SearchSpec("sample", max_new_tokens=8),
+    SearchSpec("best-of-n", n=4, max_new_tokens=8),
+    SearchSpec("beam", max_new_tokens=8, expand_k=3),
+    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3),
+    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, gumbel=True),
+    SearchSpec("mcts-q", rounds=12, max_new_tokens=8),
+]
+
+
+@pytest.mark.parametrize("spec", SEARCHES, ids=lambda s: s.algorithm + ("-gumbel" * s.gumbel))
+def test_per_problem_tokens_add_up_to_all_model_work(spec):
+    be = Counting(ToyBackend(n_actions=4, horizon=4))
+    results = run_search(be, [[0], [1], [2]], spec, answer_fn=str)
+    assert sum(r.tokens_used for r in results) == sum(be.totals.values()) > 0
+    if spec.algorithm in ("beam", "mcts", "mcts-q"):
+        assert be.totals["expand"] > 0  # the toy charges its expansions: they reach the ledger
+
+
+def test_per_problem_tokens_on_the_torch_backend_match_its_usage():
+    import cola_models as cm
+    from latent_search.backends.torch_backend import TorchBackend
+
+    be = TorchBackend(cm.build_model("tiny", seed=0, q_head=True))
+    prompts = [[1, 40, 41, 42], [1, 50, 51], [1, 60]]
+    for spec in SEARCHES:
+        before = be.usage.tokens
+        results = run_search(be, prompts, spec, answer_fn=str)
+        assert sum(r.tokens_used for r in results) == be.usage.tokens - before, spec.algorithm
+
+
+@pytest.mark.parametrize("algorithm", ["best-of-n", "beam", "mcts", "mcts-q"])
+def test_a_budget_binds_every_search_that_takes_one(algorithm):
+    def run(budget):
+        backend = ToyBackend(n_actions=4, horizon=6)
+        if algorithm == "beam":  # single-token steps, so that a beam takes several rounds
+            from latent_search.beam import BeamConfig, beam_search
+            from latent_search.scorers import q_value_fn
+
+            cfg = BeamConfig(expand_k=3, step_tokens=0, max_new_tokens=8, budget=budget)
+            return beam_search(backend, [[0]], cfg, q_value_fn(backend))[0]
+        if algorithm == "mcts-q":  # no macro-steps: the toy's zero Q is "confident" everywhere
+            from latent_search.mcts_q import MCTSQConfig, mcts_q
+            from latent_search.scorers import q_value_scorer
+
+            cfg = MCTSQConfig(
+                rounds=40, max_depth=8, rollout_tokens=8, macro_tokens=0, budget=budget
+            )
+            return mcts_q(backend, [[0]], cfg, q_value_scorer(backend))[0]
+        spec = SearchSpec(algorithm, n=16, rounds=40, max_new_tokens=8, expand_k=3, budget=budget)
+        return run_search(backend, [[0]], spec, answer_fn=str)[0]
+
+    free, capped = run(None), run(12)
+    assert capped.tokens_used < free.tokens_used
+    # A search stops at the first round that reaches the budget: it may finish that round (and
+    # complete its answer), never start another.
+    assert capped.tokens_used < 12 + free.tokens_used / 2
+
+
+@pytest.mark.parametrize("algorithm", ["greedy", "sample"])
+def test_a_budget_is_refused_where_nothing_can_bind(algorithm):
+    with pytest.raises(ValueError, match="--budget does not apply"):
+        SearchSpec(algorithm, budget=100)
+
+
+def test_best_of_n_under_a_budget_draws_fewer_samples():
+    spec = SearchSpec("best-of-n", n=8, max_new_tokens=8, budget=12)
+    (res,) = run_search(ToyBackend(n_actions=4, horizon=4), [[0]], spec, answer_fn=str)
+    assert 1 <= len(res.stats["scores"]) < 8
