@@ -14,6 +14,8 @@ from torch import Tensor
 from cola_models.errors import ColaError
 from cola_models.tokenizer import encode, left_pad, pad_id
 
+from .seeds import generator
+
 
 @dataclass
 class DataConfig:
@@ -84,10 +86,6 @@ def tokenize(tokenizer, problems: list, max_len: int) -> Examples:
     return Examples(ids, lens, kept)
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
 @dataclass
 class Batch:
     input_ids: Tensor  # [B, T] left-padded
@@ -114,6 +112,6 @@ def make_batch(
 def sample_batch(
     ex: Examples, cfg: DataConfig, step: int, tokenizer, *, completion_only: bool
 ) -> Batch:
-    g = step_generator(cfg.seed, step)
+    g = generator(cfg.seed, "batches", step)
     idx = torch.randint(len(ex), (cfg.batch_size,), generator=g).tolist()
     return make_batch(ex, idx, tokenizer, completion_only=completion_only)

@@ -16,10 +16,11 @@ from cola_models.atomic import write_atomic
 from cola_models.errors import ColaError
 
 from .common import freeze_all_but, load_weights, save_weights
-from .data import DataConfig, step_generator, train_problems
+from .data import DataConfig, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import double_dqn_targets, masked_mean
 from .rl import RLConfig, Rollouts, collect, load_actor_model, make_rollouts
+from .seeds import generator
 
 
 @dataclass
@@ -76,7 +77,7 @@ def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
         top_k=cfg.q.top_k,
     )
     rows, chunk = [], max(1, 64 // rl_cfg.group_size)
-    g = step_generator(cfg.data.seed + 11, 0)
+    g = generator(cfg.data.seed, "q_samples")
     for i in range(0, len(problems), chunk):
         r = collect(model, problems[i : i + chunk], rl_cfg, g)
         for b in range(r.input_ids.shape[0]):
@@ -153,7 +154,7 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
             # target when checkpoint_every is a multiple of target_update (the default).
             target_q.load_state_dict(model.q.state_dict())
             synced["once"] = True
-        g = step_generator(cfg.data.seed + 13, step)
+        g = generator(cfg.data.seed, "q_batches", step)
         idx = torch.randint(len(rows), (cfg.q.batch_size,), generator=g).tolist()
         loss, metrics = q_step(
             model,

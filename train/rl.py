@@ -17,9 +17,10 @@ from cola_models.generation import GenerationConfig, generate
 from cola_models.tokenizer import encode, left_pad, pad_id
 
 from .common import freeze_all_but, load_weights, save_weights
-from .data import DataConfig, step_generator, train_problems
+from .data import DataConfig, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import grpo_advantages, kl_k3, masked_mean, ppo_clip_loss, reference_advantages
+from .seeds import generator, stream_seed
 
 
 @dataclass
@@ -188,7 +189,7 @@ def _held_out(data: DataConfig, n: int) -> list:
     out = []
     for name, w in zip(data.tasks, data.weights):
         out += get_task(name).generate(
-            max(1, round(n * w / total)), seed=data.seed + 3, split="test"
+            max(1, round(n * w / total)), seed=stream_seed(data.seed, "held_out"), split="test"
         )
     return out
 
@@ -219,7 +220,7 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
     held_out = _held_out(cfg.data, rc.eval_problems)
 
     def step_fn(step: int, update) -> dict:
-        g = step_generator(cfg.data.seed + 7, step)
+        g = generator(cfg.data.seed, "rollouts", step)
         idx = torch.randint(len(problems), (rc.prompts_per_step,), generator=g).tolist()
         model.eval()
         r = collect(model, [problems[i] for i in idx], rc, g)

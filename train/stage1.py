@@ -16,9 +16,10 @@ from cola_models.errors import ColaError
 from cola_models.model import ColaModel
 
 from .common import finish_stage, freeze_all_but, run_phase, task_generation_defaults
-from .data import DataConfig, sample_batch, step_generator, tokenize, train_problems
+from .data import DataConfig, sample_batch, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict
 from .losses import gumbel_softmax_st, masked_mean, neg_entropy, token_ce
+from .seeds import generator
 
 
 @dataclass
@@ -177,7 +178,7 @@ def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
 
     def idm_step_fn(step, update):
         b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=False)
-        loss, metrics = idm_step(model, b, cfg.model, step_generator(cfg.data.seed + 1, step))
+        loss, metrics = idm_step(model, b, cfg.model, generator(cfg.data.seed, "gumbel", step))
         update(loss)
         return metrics
 

@@ -115,11 +115,14 @@ def test_eval_diversity_cli(tmp_path):
 
 
 def test_a_prompt_longer_than_the_context_is_recorded_not_fatal(tmp_path):
-    from eval.prompts import PROMPT_TEMPLATES
-
     long_template = "x " * 1100 + "{question}"  # past tiny-arith's 1024-token context
-    assert "{question}" in long_template and "qa" in PROMPT_TEMPLATES
-    s = run_eval(EvalConfig(limit=2, model="tiny-arith", template=long_template), tmp_path)
-    recs = _lines(tmp_path / "results.jsonl")
+    s = run_eval(EvalConfig(limit=2, model="tiny-arith", template=long_template), tmp_path / "a")
+    recs = _lines(tmp_path / "a" / "results.jsonl")
     assert s["n"] == 2 and s["unanswered_too_long"] == 2 and s["accuracy"] == 0.0
-    assert all("exceeds the model's context" in r["error"] for r in recs)
+    assert all("exceeds the model's context of 1024" in r["error"] for r in recs)
+    # The same problems in the model's own format fit and are answered.
+    ok = run_eval(EvalConfig(limit=2, model="tiny-arith"), tmp_path / "b")
+    assert ok["unanswered_too_long"] == 0
+    assert all(
+        "error" not in r and r["tokens"] > 0 for r in _lines(tmp_path / "b" / "results.jsonl")
+    )

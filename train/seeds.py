@@ -1,0 +1,31 @@
+"""Named random streams of a training run, all derived from its one seed.
+
+Every stochastic part of a stage draws from its own stream, so adding a draw to one part never
+shifts another's, and a batch is a pure function of (seed, stream, step): resumed runs see
+exactly the data they would have seen. The offsets are fixed for good; changing one changes
+every model trained from that seed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+STREAMS = {
+    "batches": 0,  # which examples form each supervised batch
+    "gumbel": 1,  # stage 1's Gumbel-softmax noise
+    "held_out": 3,  # RL's fixed held-out problems (a seed of the task generator)
+    "rollouts": 7,  # RL: prompts of each step and their sampled actions
+    "q_samples": 11,  # the Q stage's best-of-N samples
+    "q_batches": 13,  # the Q stage's minibatches
+}
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    if stream not in STREAMS:
+        raise KeyError(f"no random stream {stream!r}; known: {', '.join(STREAMS)}")
+    return seed + STREAMS[stream]
+
+
+def generator(seed: int, stream: str, step: int = 0) -> torch.Generator:
+    """The generator of ``stream`` at ``step`` of a run seeded with ``seed``."""
+    return torch.Generator().manual_seed(stream_seed(seed, stream) * 1_000_003 + step)
