@@ -21,9 +21,9 @@ from .types import Backend, Prior, SearchResult, is_oracle
 
 
 @dataclass
-class Meter:
-    """The ledger bound to the rows of one scorer or value-function call: a scorer runs its model
-    through ``prior`` (any backend) or reports work done elsewhere through ``charge``."""
+class RowMeter:
+    """The ledger bound to the rows of one scorer or value-function call (a ``types.Meter``): a
+    scorer runs its model through ``prior`` (any backend) or reports other work through ``charge``."""
 
     ledger: Ledger
     owners: list[int]
@@ -108,8 +108,8 @@ class Ledger:
         outs = be.rollout(prefixes, max_new_tokens, sample=sample, generator=generator, stop=stop)
         return self._charged(owners, be, outs)
 
-    def meter(self, owners: list[int]) -> Meter:
-        return Meter(self, list(owners))
+    def meter(self, owners: list[int]) -> RowMeter:
+        return RowMeter(self, list(owners))
 
     def score(self, owners: list[int], scorer, seqs: list[list[int]]) -> list[float]:
         return list(scorer(seqs, self.meter(owners))) if seqs else []

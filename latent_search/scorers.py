@@ -10,8 +10,7 @@ from collections import Counter
 
 import torch
 
-from .ledger import Meter
-from .types import Backend, Scorer, ValueFn
+from .types import Backend, Meter, Scorer, ValueFn
 
 
 def state_values(prior) -> torch.Tensor:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ledger import Meter
     from .tree import Tree
 
 
@@ -94,13 +93,24 @@ class SearchResult:
     """Whether a scorer that reads the gold answer chose this result."""
 
 
-Scorer = Callable[[list[list[int]], "Meter"], list[float]]
+class Meter(Protocol):
+    """What a scorer or value function is handed to run models on behalf of its rows: each row's
+    cost is charged to the problem the row belongs to (see ``latent_search.ledger``)."""
+
+    def prior(self, backend: Backend, prefixes: list[list[int]]) -> Prior: ...
+
+    def charge(self, costs: list[int]) -> None:
+        """Charge work done outside a backend (e.g. a verifier's forward pass), per row."""
+        ...
+
+
+Scorer = Callable[[list[list[int]], Meter], list[float]]
 """(full token sequences (prompt + generated), meter) -> scores in [0, 1]. A scorer that runs a
 model does so through the meter, which charges each row's cost to its problem. A scorer that
 reads the gold answer is an *oracle* and must say so (``scorer.oracle = True``); searches copy
 that flag into every result."""
 
-ValueFn = Callable[[list[list[int]], list[bool], "Meter"], list[float]]
+ValueFn = Callable[[list[list[int]], list[bool], Meter], list[float]]
 """(full sequences, finished flags, meter) -> value of each sequence's newest state."""
 
 
