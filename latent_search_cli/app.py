@@ -316,7 +316,7 @@ def compare(
 @user_errors
 def train(
     stage: Annotated[
-        str, typer.Argument(help="base | stage1 | stage2 | rl | token-rl | q | pipeline")
+        str, typer.Argument(help="base | stage1 | stage2 | rl | token-rl | rft | q | pipeline")
     ],
     out: Annotated[Path, typer.Option(help="Run directory (resumed if it holds the same run).")],
     preset: Annotated[str, typer.Option(help="Settings preset: tiny | smoke.")] = "tiny",

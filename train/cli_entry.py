@@ -7,10 +7,12 @@ from typing import Any
 
 from cola_models.errors import ColaError
 
-STAGES = ("base", "stage1", "stage2", "rl", "token-rl", "q", "pipeline")
+STAGES = ("base", "stage1", "stage2", "rl", "token-rl", "rft", "q", "pipeline")
 
 
 def _stage_default(stage: str, preset: str):
+    from dataclasses import replace
+
     from .pipeline import pipeline_config
 
     pipe = pipeline_config(preset)
@@ -20,6 +22,8 @@ def _stage_default(stage: str, preset: str):
         "stage2": pipe.stage2,
         "rl": pipe.rl,
         "token-rl": pipe.token_rl,
+        # Rejection-sampling fine-tuning: latent RL's samples and schedule, correct ones cloned.
+        "rft": replace(pipe.rl, rl=replace(pipe.rl.rl, algorithm="rft")),
         "q": pipe.q,
         "pipeline": pipe,
     }[stage]
@@ -31,6 +35,7 @@ _MODEL_FIELD = {
     "stage2": ("model", "model"),
     "rl": ("rl", "model"),
     "token-rl": ("rl", "model"),
+    "rft": ("rl", "model"),
     "q": ("q", "model"),
 }
 
@@ -59,6 +64,7 @@ def flag_overrides(
             "stage2": ["wm_optim", "bc_optim"],
             "rl": ["optim"],
             "token-rl": ["optim"],
+            "rft": ["optim"],
             "q": ["optim"],
         }
         if stage == "pipeline":
@@ -98,6 +104,8 @@ def run_stage(
         cfg.rl.level = "token"
     elif stage == "rl":
         cfg.rl.level = "latent"
+    elif stage == "rft":
+        cfg.rl.algorithm = "rft"
     if stage == "pipeline":
         return {"report": run_pipeline(cfg, out, quiet=quiet), "out": str(out)}
     runner = {
@@ -106,6 +114,7 @@ def run_stage(
         "stage2": run_stage2,
         "rl": run_rl,
         "token-rl": run_rl,
+        "rft": lambda c, o, quiet: run_rl(c, o, quiet=quiet, stage="rft"),
         "q": run_q,
     }[stage]
     model_dir = runner(cfg, out, quiet=quiet)

@@ -38,10 +38,27 @@ def neg_entropy(p: Tensor, mask: Tensor) -> Tensor:
     return masked_mean((p * torch.log(p.clamp(min=1e-9))).sum(-1), mask)
 
 
-def grpo_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6) -> Tensor:
-    """Group-normalised rewards (r - mean) / std over each prompt's G samples. [N*G] -> [N*G]."""
+def aggregate(x: Tensor, mask: Tensor, norm: str = "token") -> Tensor:
+    """Mean of x [B, L] over masked steps: over all steps of the batch ("token", DAPO), or per
+    row first, then over rows with any step ("sequence", the original GRPO)."""
+    if norm == "token":
+        return masked_mean(x, mask)
+    mask = mask.to(x.dtype)
+    rows = mask.sum(-1)  # [B]
+    per_row = (x * mask).sum(-1) / rows.clamp(min=1)  # [B]
+    return per_row[rows > 0].mean() if bool((rows > 0).any()) else (x * 0).sum()
+
+
+def grpo_advantages(
+    rewards: Tensor, group_size: int, *, scale: str = "group", eps: float = 1e-6
+) -> Tensor:
+    """Group-relative rewards r - mean over each prompt's G samples, divided by the group's std
+    when ``scale == "group"`` (GRPO) and not when ``"none"`` (Dr. GRPO). [N*G] -> [N*G]; a group
+    whose rewards are all equal gets exactly zero advantage either way."""
     r = rewards.view(-1, group_size)
-    adv = (r - r.mean(-1, keepdim=True)) / (r.std(-1, keepdim=True) + eps)
+    adv = r - r.mean(-1, keepdim=True)
+    if scale == "group":
+        adv = adv / (r.std(-1, keepdim=True) + eps)
     return adv.flatten()
 
 
@@ -64,11 +81,13 @@ def reference_advantages(
     return (adv - mean) / (std + 1e-8) * mask
 
 
-def ppo_clip_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps: float) -> Tensor:
-    """PPO clipped surrogate over acting steps. All [B, L]."""
+def ppo_clip_loss(
+    logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, eps: float, norm: str = "token"
+) -> Tensor:
+    """PPO clipped surrogate over acting steps (see ``aggregate`` for ``norm``). All [B, L]."""
     ratio = torch.exp(logp - old_logp)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
-    return -masked_mean(surrogate, mask)
+    return -aggregate(surrogate, mask, norm)
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor, mask: Tensor) -> Tensor:

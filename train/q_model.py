@@ -19,7 +19,8 @@ from .common import freeze_all_but, load_weights, save_weights
 from .data import DataConfig, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import double_dqn_targets, masked_mean
-from .rl import RLConfig, Rollouts, collect, load_actor_model, make_rollouts
+from .rl import RLConfig, load_actor_model
+from .rollouts import Rollouts, collect, make_rollouts
 from .seeds import generator
 
 
@@ -79,7 +80,7 @@ def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
     rows, chunk = [], max(1, 64 // rl_cfg.group_size)
     g = generator(cfg.data.seed, "q_samples")
     for i in range(0, len(problems), chunk):
-        r = collect(model, problems[i : i + chunk], rl_cfg, g)
+        r = collect(model, problems[i : i + chunk], rl_cfg.sampling, g)
         for b in range(r.input_ids.shape[0]):
             n = int(r.act_mask[b].sum())
             ids = r.input_ids[b][r.attention_mask[b].bool()].tolist()

@@ -1,7 +1,12 @@
-"""Stage 3 and its baseline on one code path: GRPO-style RL over latent actions (only the policy
-trains; the language model is frozen, the paper's point) or over tokens (the plain LM, all weights
-train). Group-normalised rewards, PPO clipping, KL to the starting policy over the acting
-log-probs; the reference's GAE(lambda=0.95, V=0) advantages are an option."""
+"""Stage 3 and its baselines on one code path: RL over latent actions (only the policy trains;
+the language model is frozen, the paper's point) or over tokens (the plain LM, all weights train).
+
+``algorithm = "grpo"``: group-relative advantages (r - mean, optionally / std), PPO clipping,
+optional k3 KL to the starting policy, token- or sequence-level loss normalisation; groups whose
+samples all earn the same reward are dropped and refilled (DAPO's dynamic sampling). The
+reference's KL-in-reward + GAE(lambda=0.95, V=0) advantages are an option.
+``algorithm = "rft"``: rejection-sampling fine-tuning (expert iteration): the same samples, and
+the policy is behaviour-cloned onto the acting steps of the *correct* ones only."""
 
 from __future__ import annotations
 
@@ -13,13 +18,19 @@ import torch
 from torch import Tensor
 
 from cola_models.errors import ColaError
-from cola_models.generation import GenerationConfig, generate
-from cola_models.tokenizer import encode, left_pad, pad_id
 
 from .common import freeze_all_but, load_weights, save_weights
 from .data import DataConfig, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
-from .losses import grpo_advantages, kl_k3, masked_mean, ppo_clip_loss, reference_advantages
+from .losses import (
+    aggregate,
+    grpo_advantages,
+    kl_k3,
+    masked_mean,
+    ppo_clip_loss,
+    reference_advantages,
+)
+from .rollouts import Group, Rollouts, SamplingSpec, draw_groups, groups_to_rollouts
 from .seeds import generator, stream_seed
 
 
@@ -28,6 +39,8 @@ class RLConfig:
     model: str = ""
     """A CoLA model directory (level "latent") or a plain LM directory (level "token")."""
     level: str = "latent"
+    algorithm: str = "grpo"
+    """"grpo" (policy gradient) or "rft" (clone the correct samples' actions)."""
     group_size: int = 8
     """G samples per prompt (reference math script: 4; DSP tasks: 16)."""
     prompts_per_step: int = 8
@@ -37,15 +50,25 @@ class RLConfig:
     top_k: int = 0
     """Top-k of the acting distribution; 0 = all (reference latent sampling: 40 of 64)."""
     kl_beta: float = 1e-3
-    """Reference math GRPO: 0.001."""
+    """Reference math GRPO: 0.001; 0 turns the KL term off (DAPO, Dr. GRPO)."""
     clip_eps: float = 0.2
     ppo_epochs: int = 2
+    scale_rewards: str = "group"
+    """"group": advantages divided by the group's reward std (GRPO); "none": r - mean only
+    (Dr. GRPO: std scaling weights easy and hard problems unevenly)."""
+    loss_norm: str = "token"
+    """"token": the loss is a mean over every acting step of the batch (DAPO); "sequence": a mean
+    per sample, then over samples (the original GRPO, which favours short samples)."""
+    filter_groups: bool = True
+    """Drop groups without signal (GRPO: tied rewards; RFT: no correct sample) and sample more
+    prompts to refill the step, up to ``max_sample_rounds`` rounds of ``prompts_per_step``."""
+    max_sample_rounds: int = 4
     eval_every: int = 10
-    """Every this many steps (and at the last), greedy accuracy on a fixed held-out set is logged
-    as ``eval_reward``: per-step training reward depends on which problems were drawn."""
+    """Every this many steps (and at the first and last), greedy accuracy on a fixed held-out set
+    is logged as ``eval_reward``: per-step training reward depends on which problems were drawn."""
     eval_problems: int = 64
     advantage: str = "grpo"
-    """"grpo": every step of a sample gets its group-normalised reward, KL as a k3 loss term;
+    """"grpo": every step of a sample gets its group-relative reward, KL as a k3 loss term;
     "reference": KL in the per-token reward + GAE(gamma=1, lambda=0.95, V=0), as the official
     trainer (deviation by default: with lambda=0.95 early steps of long samples get ~no signal)."""
 
@@ -55,6 +78,7 @@ class RLConfig:
                 self.level in ("latent", "token"),
                 f"level={self.level!r} must be 'latent' or 'token'",
             ),
+            (self.algorithm in ("grpo", "rft"), f"algorithm={self.algorithm!r} must be grpo|rft"),
             (self.group_size >= 2, f"group_size={self.group_size} must be >= 2"),
             (self.prompts_per_step >= 1, f"prompts_per_step={self.prompts_per_step} must be >= 1"),
             (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
@@ -63,6 +87,16 @@ class RLConfig:
             (0 < self.clip_eps < 1, f"clip_eps={self.clip_eps} must be in (0, 1)"),
             (self.ppo_epochs >= 1, f"ppo_epochs={self.ppo_epochs} must be >= 1"),
             (
+                self.scale_rewards in ("group", "none"),
+                f"scale_rewards={self.scale_rewards!r} must be group|none",
+            ),
+            (
+                self.loss_norm in ("token", "sequence"),
+                f"loss_norm={self.loss_norm!r} must be token|sequence",
+            ),
+            (self.max_sample_rounds >= 1, "max_sample_rounds must be >= 1"),
+            (self.eval_every >= 1, f"eval_every={self.eval_every} must be >= 1"),
+            (
                 self.advantage in ("grpo", "reference"),
                 f"advantage={self.advantage!r} must be grpo|reference",
             ),
@@ -70,6 +104,16 @@ class RLConfig:
         for ok, msg in checks:
             if not ok:
                 raise ColaError(msg)
+
+    @property
+    def sampling(self) -> SamplingSpec:
+        return SamplingSpec(self.group_size, self.max_new_tokens, self.temperature, self.top_k)
+
+    def keeps(self, group: Group) -> bool:
+        """Whether a sampled group can teach this algorithm anything."""
+        if not self.filter_groups:
+            return True
+        return max(group.rewards) > 0 if self.algorithm == "rft" else not group.tied
 
 
 @dataclass
@@ -81,60 +125,6 @@ class RLRun:
             steps=60, lr=5e-5, warmup_steps=5, checkpoint_every=10, log_every=1
         )
     )
-
-
-@dataclass
-class Rollouts:
-    input_ids: Tensor  # [B, T] prompt + generated, left-padded
-    attention_mask: Tensor  # [B, T]
-    act_pos: Tensor  # [B, L] index of the state that chose each acting step
-    acts: Tensor  # [B, L] latent actions or tokens
-    act_mask: Tensor  # [B, L]
-    rewards: Tensor  # [B]
-
-
-def collect(model, problems: list, cfg: RLConfig, generator: torch.Generator) -> Rollouts:
-    from eval.prompts import format_prompt
-    from eval.tasks import get_task
-
-    G, tok = cfg.group_size, model.tokenizer
-    prompts = [format_prompt(p.question) for p in problems for _ in range(G)]
-    gen_cfg = GenerationConfig(
-        max_new_tokens=cfg.max_new_tokens,
-        action="sample",
-        action_temperature=cfg.temperature,
-        action_top_k=cfg.top_k,
-        token="greedy",
-    )
-    out = generate(model, prompts, gen_cfg, generator=generator)
-    rewards = torch.tensor(
-        [
-            get_task(problems[i // G].task).reward(problems[i // G], t)
-            for i, t in enumerate(out.texts)
-        ]
-    )
-    return make_rollouts(tok, encode(tok, prompts), out.token_ids, out.action_ids, rewards.float())
-
-
-def make_rollouts(
-    tokenizer,
-    prompts: list[list[int]],
-    gens: list[list[int]],
-    acts: list[list[int]],
-    rewards: Tensor,
-) -> Rollouts:
-    """Left-padded prompt + generation batch, and where each acting step's state sits."""
-    input_ids, mask = left_pad([p + g for p, g in zip(prompts, gens)], pad_id(tokenizer))
-    T, L = input_ids.shape[1], max(len(g) for g in gens)
-    act_pos = torch.zeros(len(gens), L, dtype=torch.long)
-    act_ids = torch.zeros(len(gens), L, dtype=torch.long)
-    act_mask = torch.zeros(len(gens), L)
-    for i, (a, g) in enumerate(zip(acts, gens)):
-        n = len(g)
-        act_pos[i, :n] = torch.arange(T - n - 1, T - 1)  # the state that chose generated token j
-        act_ids[i, :n] = torch.tensor(a)
-        act_mask[i, :n] = 1
-    return Rollouts(input_ids, mask, act_pos, act_ids, act_mask, rewards)
 
 
 class _LatentActor:
@@ -150,7 +140,7 @@ class _LatentActor:
 
         return features(self.model, r.input_ids, r.attention_mask)
 
-    def logprobs(self, ctx, r: Rollouts, ref: bool = False) -> Tensor:
+    def logprobs(self, ctx, r: Rollouts, ref: bool = False) -> tuple[Tensor, Tensor]:
         h, positions, key_mask = ctx
         head = self.ref if ref else self.model.policy
         logits = head(h, positions, key_mask)[0]  # [B, T, K]
@@ -168,15 +158,17 @@ class _TokenActor:
     def prepare(self, r: Rollouts):
         return None
 
-    def logprobs(self, ctx, r: Rollouts, ref: bool = False) -> Tensor:
+    def logprobs(self, ctx, r: Rollouts, ref: bool = False) -> tuple[Tensor, Tensor]:
         lm = self.ref if ref else self.model
         return _gather_acting(lm(r.input_ids, r.attention_mask), r)
 
 
-def _gather_acting(logits: Tensor, r: Rollouts) -> Tensor:
-    """logits [B, T, N] -> log-prob of each acting step [B, L]."""
+def _gather_acting(logits: Tensor, r: Rollouts) -> tuple[Tensor, Tensor]:
+    """logits [B, T, N] -> (log-prob of each acting step [B, L], entropy of its distribution [B, L])."""
     picked = logits.gather(1, r.act_pos[..., None].expand(-1, -1, logits.shape[-1]))  # [B, L, N]
-    return picked.float().log_softmax(-1).gather(-1, r.acts[..., None])[..., 0]
+    logp_all = picked.float().log_softmax(-1)  # [B, L, N]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # [B, L]
+    return logp_all.gather(-1, r.acts[..., None])[..., 0], entropy
 
 
 def _held_out(data: DataConfig, n: int) -> list:
@@ -194,6 +186,19 @@ def _held_out(data: DataConfig, n: int) -> list:
     return out
 
 
+def _held_out_accuracy(model, held_out: list, cfg: RLConfig) -> dict:
+    """Greedy accuracy on the fixed held-out set, and the seconds it took (not training time)."""
+    import time
+
+    from eval.evaluate import evaluate_problems
+
+    t0 = time.perf_counter()
+    model.eval()
+    acc = evaluate_problems(model, held_out, max_new_tokens=cfg.max_new_tokens)["accuracy"]
+    model.train()
+    return {"eval_reward": acc, "eval_seconds": time.perf_counter() - t0}
+
+
 def load_actor_model(cfg: RLConfig):
     from cola_models.loading import load_model
 
@@ -206,6 +211,42 @@ def load_actor_model(cfg: RLConfig):
             f"{cfg.model} is a {model.kind} model"
         )
     return model
+
+
+def _advantages(cfg: RLConfig, r: Rollouts, old: Tensor, ref: Tensor) -> Tensor:
+    """Per acting step [B, L]: the group-relative reward (GRPO), or the reference's GAE form."""
+    adv = grpo_advantages(r.rewards, cfg.group_size, scale=cfg.scale_rewards)  # [B]
+    if cfg.advantage == "grpo":
+        return adv[:, None].expand_as(old)
+    return reference_advantages(adv, old - ref, r.act_mask, cfg.kl_beta)
+
+
+def rl_update(actor, r: Rollouts, cfg: RLConfig, update) -> dict:
+    """The optimisation of one step on a rollout batch; returns its metrics."""
+    ctx = actor.prepare(r)
+    with torch.no_grad():
+        old, entropy = actor.logprobs(ctx, r)
+        ref, _ = actor.logprobs(ctx, r, ref=True)
+    if cfg.algorithm == "rft":  # behaviour cloning onto the acting steps of correct samples
+        mask = r.act_mask * (r.rewards > 0).to(r.act_mask.dtype)[:, None]
+        for _ in range(cfg.ppo_epochs):
+            logp, _ = actor.logprobs(ctx, r)
+            loss = -aggregate(logp, mask, cfg.loss_norm)
+            update(loss)
+    else:
+        adv = _advantages(cfg, r, old, ref)
+        for _ in range(cfg.ppo_epochs):
+            logp, _ = actor.logprobs(ctx, r)
+            loss = ppo_clip_loss(logp, old, adv, r.act_mask, cfg.clip_eps, norm=cfg.loss_norm)
+            if cfg.advantage == "grpo" and cfg.kl_beta > 0:
+                loss = loss + cfg.kl_beta * kl_k3(logp, ref, r.act_mask)
+            update(loss)
+    return {
+        "loss": loss.item(),
+        "kl": masked_mean(old - ref, r.act_mask).item(),
+        "entropy": masked_mean(entropy, r.act_mask).item(),
+        "length": r.act_mask.sum(-1).mean().item(),
+    }
 
 
 def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | None = None) -> Path:
@@ -221,44 +262,29 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
 
     def step_fn(step: int, update) -> dict:
         g = generator(cfg.data.seed, "rollouts", step)
-        idx = torch.randint(len(problems), (rc.prompts_per_step,), generator=g).tolist()
         model.eval()
-        r = collect(model, [problems[i] for i in idx], rc, g)
+        draw = draw_groups(
+            model,
+            problems,
+            rc.sampling,
+            rc.prompts_per_step,
+            g,
+            keep=rc.keeps,
+            max_rounds=rc.max_sample_rounds if rc.filter_groups else 1,
+        )
         model.train()
-        ctx = actor.prepare(r)
-        with torch.no_grad():
-            old = actor.logprobs(ctx, r)
-            ref = actor.logprobs(ctx, r, ref=True)
-        if rc.advantage == "grpo":
-            adv = grpo_advantages(r.rewards, rc.group_size)[:, None].expand_as(old)
-        else:
-            adv = reference_advantages(
-                grpo_advantages(r.rewards, rc.group_size), old - ref, r.act_mask, rc.kl_beta
-            )
-        for _ in range(rc.ppo_epochs):
-            logp = actor.logprobs(ctx, r)
-            loss = ppo_clip_loss(logp, old, adv, r.act_mask, rc.clip_eps)
-            if rc.advantage == "grpo":
-                loss = loss + rc.kl_beta * kl_k3(logp, ref, r.act_mask)
-            update(loss)
-        with torch.no_grad():
-            kl = masked_mean(old - ref, r.act_mask)
         metrics = {
-            "reward": r.rewards.mean().item(),
-            "kl": kl.item(),
-            "length": r.act_mask.sum(-1).mean().item(),
-            "loss": loss.item(),
+            "reward": draw.reward,
+            "zero_std_frac": draw.tied / draw.sampled,
+            "distinct_answers": draw.distinct_answers,
+            "samples": draw.sampled * rc.group_size,
+            "groups_trained": len(draw.groups),
         }
-        if held_out and (
-            (step + 1) % rc.eval_every == 0 or step == 0 or step == cfg.optim.steps - 1
-        ):
-            from eval.evaluate import evaluate_problems
-
-            model.eval()
-            metrics["eval_reward"] = evaluate_problems(
-                model, held_out, max_new_tokens=rc.max_new_tokens
-            )["accuracy"]
-            model.train()
+        if draw.groups:  # every sampled group tied: nothing to learn from this step
+            r = groups_to_rollouts(model.tokenizer, draw.groups)
+            metrics.update(rl_update(actor, r, rc, update))
+        if held_out and (step % rc.eval_every == 0 or step == cfg.optim.steps - 1):
+            metrics.update(_held_out_accuracy(model, held_out, rc))
         return metrics
 
     rows = train_loop(
