@@ -10,7 +10,7 @@ from cola_models.errors import ColaError
 STAGES = ("base", "stage1", "stage2", "rl", "token-rl", "rft", "q", "pipeline")
 
 
-def _stage_default(stage: str, preset: str):
+def stage_default(stage: str, preset: str):
     from dataclasses import replace
 
     from .pipeline import pipeline_config
@@ -96,7 +96,7 @@ def run_stage(
     if stage not in STAGES:
         raise ColaError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     cfg = configs.resolve(
-        _stage_default(stage, preset),
+        stage_default(stage, preset),
         config,
         flag_overrides(stage, model=model, steps=steps, seed=seed),
     )
