@@ -62,8 +62,9 @@ def _arm_config(arm: str, args):
         eval_problems=args.eval_problems,
     )
     optim = replace(cfg.optim, steps=args.steps)
-    if arm == "token-rl" and args.token_lr is not None:
-        optim = replace(optim, lr=args.token_lr)
+    lr = args.token_lr if arm == "token-rl" else args.latent_lr
+    if lr is not None:
+        optim = replace(optim, lr=lr)
     return replace(cfg, rl=rl, optim=optim)
 
 
@@ -84,7 +85,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--eval-problems", type=int, default=200)
     ap.add_argument("--final-problems", type=int, default=500)
-    ap.add_argument("--token-lr", type=float, default=None)
+    ap.add_argument("--latent-lr", type=float, default=None, help="default: the preset's")
+    ap.add_argument("--token-lr", type=float, default=None, help="default: the preset's")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     args = ap.parse_args()
     args.cola, args.lm = _resolve(args.cola), _resolve(args.lm)

@@ -98,3 +98,36 @@ def read_generation_defaults(directory: Path) -> dict:
             if found:
                 return dict(found)
     return {}
+
+
+def resolve_name(name: str) -> Path | None:
+    """The directory a model name stands for: a bundled model's, or an existing directory."""
+    bundled = bundled_models()
+    if name in bundled:
+        return bundled[name]
+    path = Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
+def fingerprint(name: str) -> str:
+    """A short identity of the weights a model name loads, to tell one model's saved searches
+    from another's: the config and, per weights file, its size and first and last MiB (cheap
+    for an 8B checkpoint, and any retraining changes them). Presets hash their name."""
+    import hashlib
+
+    h = hashlib.sha256()
+    directory = resolve_name(name)
+    if directory is None:
+        h.update(f"preset:{name}".encode())
+        return h.hexdigest()[:16]
+    cfg = directory / "config.json"
+    if cfg.is_file():
+        h.update(cfg.read_bytes())
+    for f in sorted(directory.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]

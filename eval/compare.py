@@ -81,7 +81,11 @@ def run_compare(
     backend: str = "torch",
     progress=None,
 ) -> list[dict]:
-    out = Path(out)
+    """One eval run per method in OUT/<method>. ``progress(method name)`` may return an eval
+    progress callback (done, total, correct) for that method's run."""
+    from cola_models.atomic import check_writable_dir
+
+    out = check_writable_dir(out)
     rows = []
     for m in methods:
         cfg = EvalConfig(
@@ -94,9 +98,9 @@ def run_compare(
             value_model=m.value_model,
             backend=backend,
         )
-        if progress:
-            progress(m.name)
-        summary = run_eval(cfg, out / _slug(m.name))
+        summary = run_eval(
+            cfg, out / _slug(m.name), progress=progress(m.name) if progress else None
+        )
         rows.append({"method": m.name, "level": m.level, "backend": backend, **summary})
     from cola_models.atomic import write_atomic
 

@@ -80,6 +80,8 @@ class Benchmark:
     problems: list[BenchmarkProblem]
     source: str
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What a user should know about the set that is not a data error (e.g. a train split)."""
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -338,6 +340,5 @@ def get_benchmark(
     file, note = _resolve_file(name, path)
     bench = load_jsonl_benchmark(name, file, strict=strict, limit=limit)
     if note:
-        log.warning(note)
-        bench.warnings.insert(0, note)
+        bench.notes.append(note)
     return bench

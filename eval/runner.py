@@ -51,9 +51,9 @@ class EvalConfig:
             raise ValueError("--samples and --batch-size must be >= 1")
 
 
-def load_items(cfg: EvalConfig) -> tuple[list, list[str]]:
-    """Problems with ``id``, ``question``, ``answer``, ``groups`` and ``grade(text)``, and one
-    ``file:line: problem`` warning per skipped data line."""
+def load_items(cfg: EvalConfig) -> tuple[list, list[str], list[str]]:
+    """Problems with ``id``, ``question``, ``answer``, ``groups`` and ``grade(text)``, one
+    ``file:line: problem`` warning per skipped data line, and notes on the set itself."""
     from .datasets import get_benchmark
 
     bench = get_benchmark(
@@ -64,7 +64,7 @@ def load_items(cfg: EvalConfig) -> tuple[list, list[str]]:
         allow_download=cfg.allow_download,
         seed=cfg.problem_seed,
     )
-    return list(bench), list(bench.warnings)
+    return list(bench), list(bench.warnings), list(bench.notes)
 
 
 def prompt_template(cfg: EvalConfig, model) -> str:
@@ -78,10 +78,11 @@ def prompt_template(cfg: EvalConfig, model) -> str:
 # ------------------------------------------------------------------------------------ run files
 
 
-def _read_done(path: Path) -> dict[str, dict]:
-    """Finished records by id; a torn last line (a crash mid-write) is dropped and rewritten."""
+def _read_done(path: Path) -> tuple[dict[str, dict], list[str]]:
+    """Finished records by id, and the good lines; a torn last line (a crash mid-write) is left
+    out (``_repair`` rewrites the file without it once the run holds the directory)."""
     if not path.is_file():
-        return {}
+        return {}, []
     done, good = {}, []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -91,10 +92,7 @@ def _read_done(path: Path) -> dict[str, dict]:
         if isinstance(rec, dict) and "id" in rec:
             done[rec["id"]] = rec
             good.append(line)
-    from cola_models.atomic import write_atomic
-
-    write_atomic(path, "".join(g + "\n" for g in good))
-    return done
+    return done, good
 
 
 def _append(path: Path, records: list[dict]) -> None:
@@ -105,16 +103,26 @@ def _append(path: Path, records: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+# Settings that do not change any finished record: how the work is chunked, and how many of
+# the (fixed, ordered) problems are asked for, so that a run can be extended to a larger --limit.
+_NOT_IDENTITY = ("batch_size", "limit")
+
+
 def _config_dict(cfg: EvalConfig) -> dict:
     d = asdict(cfg)
-    d.pop("batch_size")  # how the work is chunked does not change the results
+    for k in _NOT_IDENTITY:
+        d.pop(k)
     return d
+
+
+def _identity(held: dict | None) -> dict | None:
+    return None if held is None else {k: v for k, v in held.items() if k not in _NOT_IDENTITY}
 
 
 # ------------------------------------------------------------------------------------ summary
 
 
-def summarize(records: list[dict], cfg: EvalConfig, total: int, warnings=()) -> dict:
+def summarize(records: list[dict], cfg: EvalConfig, items: list, warnings=(), notes=()) -> dict:
     from .evaluate import wilson_interval
 
     n = len(records)
@@ -126,12 +134,13 @@ def summarize(records: list[dict], cfg: EvalConfig, total: int, warnings=()) -> 
         "search": cfg.search.algorithm,
         "oracle": False,
         "n": n,
-        "of": total,
+        "of": len(items),
         "accuracy": k / n if n else 0.0,
         "ci95": [lo, hi],
         "tokens_per_problem": sum(r["tokens"] for r in records) / max(n, 1),
         "seconds_per_problem": sum(r["seconds"] for r in records) / max(n, 1),
         "skipped_data_lines": list(warnings),
+        "notes": list(notes),
         "unanswered_too_long": sum(1 for r in records if "error" in r),
     }
     if cfg.samples > 1:
@@ -154,75 +163,97 @@ def summarize(records: list[dict], cfg: EvalConfig, total: int, warnings=()) -> 
 
 
 def run_eval(
-    cfg: EvalConfig, out: str | Path, *, progress: Callable[[int, int], None] | None = None
+    cfg: EvalConfig, out: str | Path, *, progress: Callable[[int, int, int], None] | None = None
 ) -> dict:
-    from cola_models.atomic import write_atomic
+    """Evaluate into ``out``. Everything is validated (the output place, a previous run's
+    settings, the data, the model) before anything is written, and the directory has one writer
+    at a time. ``progress(done, total, correct)`` runs after every batch."""
+    from cola_models.atomic import WriterLock, check_writable_dir
+
+    from .rundir import held_config, refuse_other_run
+
+    out = check_writable_dir(out)
+    conf_path, res_path = out / "config.json", out / "results.jsonl"
+    want = _config_dict(cfg)
+    refuse_other_run(out, _identity(held_config(conf_path)), want, "an eval run")
+    items, warnings, notes = load_items(cfg)
+    done, _ = _read_done(res_path)
+    todo = [it for it in items if it.id not in done]
+    searcher = _searcher(cfg) if todo else None
+    with WriterLock(out, "latent-search eval"):
+        refuse_other_run(out, _identity(held_config(conf_path)), want, "an eval run")  # raced?
+        write_atomic_json(conf_path, {**want, "limit": cfg.limit})
+        done, good = _read_done(res_path)
+        if res_path.is_file():
+            write_atomic_lines(res_path, good)  # drops a line torn by a crash
+        records = [done[it.id] for it in items if it.id in done]
+        todo = [it for it in items if it.id not in done]
+        if todo and searcher is None:  # another writer left work since the first look
+            searcher = _searcher(cfg)
+        if progress:
+            progress(len(records), len(items), sum(r["correct"] for r in records))
+        for start in range(0, len(todo), cfg.batch_size):
+            new = _run_batch(cfg, searcher, todo[start : start + cfg.batch_size])
+            _append(res_path, new)
+            records += new
+            write_atomic_json(out / "summary.json", summarize(records, cfg, items, warnings, notes))
+            if progress:
+                progress(len(records), len(items), sum(r["correct"] for r in records))
+        if searcher is not None and hasattr(searcher.backend, "close"):
+            searcher.backend.close()  # an engine holds (GPU) memory until closed
+        summary = summarize(records, cfg, items, warnings, notes)
+        write_atomic_json(out / "summary.json", summary)
+    return summary
+
+
+def _searcher(cfg: EvalConfig):
+    from .searcher import load_searcher
+
+    searcher = load_searcher(
+        cfg.model, cfg.search, value_model=cfg.value_model, backend=cfg.backend
+    )
+    searcher.template = prompt_template(cfg, searcher.model)
+    return searcher
+
+
+def _run_batch(cfg: EvalConfig, searcher, batch: list) -> list[dict]:
+    """Search every problem of ``batch`` (``cfg.samples`` times) and grade it. A prompt longer
+    than the context is recorded as unanswered (wrong), not dropped."""
     from latent_search.search import run_search
 
     from .answers import extract_answer
-    from .searcher import load_searcher
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    conf_path, res_path = out / "config.json", out / "results.jsonl"
-    want = _config_dict(cfg)
-    if conf_path.is_file():
-        try:
-            have = json.loads(conf_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{conf_path} is not valid JSON: {err}") from err
-        if have != json.loads(json.dumps(want)):
-            raise ValueError(f"{out} holds an eval run with other settings; use a new --out")
-    else:
-        write_atomic(conf_path, json.dumps(want, indent=2))
-
-    items, warnings = load_items(cfg)
-    done = _read_done(res_path)
-    todo = [it for it in items if it.id not in done]
-    records = [done[it.id] for it in items if it.id in done]
     spec = cfg.search
-    if todo:
-        searcher = load_searcher(
-            cfg.model, cfg.search, value_model=cfg.value_model, backend=cfg.backend
+    ids_all = searcher.encode_fitting([it.question for it in batch], spec.max_new_tokens)
+    chunk = [(it, ids) for it, ids in zip(batch, ids_all) if not isinstance(ids, str)]
+    per_sample = []
+    for s in range(cfg.samples if chunk else 0):
+        t0 = time.perf_counter()
+        results = run_search(
+            searcher.backend,
+            [ids for _, ids in chunk],
+            SearchSpec(**{**asdict(spec), "seed": spec.seed + s}),
+            answer_fn=extract_answer,
+            value_backend=searcher.value_backend,
         )
-        searcher.template = prompt_template(cfg, searcher.model)
-        ids_all = searcher.encode_fitting([it.question for it in todo], spec.max_new_tokens)
-    if progress:
-        progress(len(records), len(items))
-    for start in range(0, len(todo), cfg.batch_size):
-        rows = list(zip(todo, ids_all))[start : start + cfg.batch_size]
-        # A prompt longer than the context is recorded as unanswered (wrong), not dropped.
-        chunk = [(it, ids) for it, ids in rows if not isinstance(ids, str)]
-        per_sample = []
-        for s in range(cfg.samples if chunk else 0):
-            t0 = time.perf_counter()
-            results = run_search(
-                searcher.backend,
-                [ids for _, ids in chunk],
-                SearchSpec(**{**asdict(spec), "seed": spec.seed + s}),
-                answer_fn=extract_answer,
-                value_backend=searcher.value_backend,
-            )
-            secs = (time.perf_counter() - t0) / len(chunk)
-            per_sample.append((results, secs))
-        fits = {it.id: i for i, (it, _) in enumerate(chunk)}
-        new = [
-            _record(it, fits[it.id], per_sample) if it.id in fits else _unanswered(it, ids)
-            for it, ids in rows
-        ]
-        _append(res_path, new)
-        records += new
-        write_atomic(
-            out / "summary.json",
-            json.dumps(summarize(records, cfg, len(items), warnings), indent=2),
-        )
-        if progress:
-            progress(len(records), len(items))
-    if todo and hasattr(searcher.backend, "close"):  # an engine holds (GPU) memory until closed
-        searcher.backend.close()
-    summary = summarize(records, cfg, len(items), warnings)
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    return summary
+        per_sample.append((results, (time.perf_counter() - t0) / len(chunk)))
+    fits = {it.id: i for i, (it, _) in enumerate(chunk)}
+    return [
+        _record(it, fits[it.id], per_sample) if it.id in fits else _unanswered(it, ids)
+        for it, ids in zip(batch, ids_all)
+    ]
+
+
+def write_atomic_json(path: Path, obj) -> None:
+    from cola_models.atomic import write_atomic
+
+    write_atomic(path, json.dumps(obj, indent=2))
+
+
+def write_atomic_lines(path: Path, lines: list[str]) -> None:
+    from cola_models.atomic import write_atomic
+
+    write_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def _unanswered(item, reason: str) -> dict:

@@ -15,6 +15,8 @@ class Searcher:
     value_backend: object | None
     template: str
     context: int
+    fingerprint: str = ""
+    """Identity of the searched model's weights (``cola_models.catalog.fingerprint``)."""
 
     def encode(self, questions: list[str], max_new_tokens: int) -> list[list[int]]:
         """Token ids of each question's prompt; a prompt that cannot fit is a user error."""
@@ -49,6 +51,7 @@ def load_searcher(
     model_name: str, spec: SearchSpec, *, value_model: str | None = None, backend: str = "torch"
 ) -> Searcher:
     import cola_models as cm
+    from cola_models.catalog import fingerprint
     from latent_search.backends.factory import BACKENDS, make_backend
 
     if backend not in BACKENDS:  # before loading a model: fail fast
@@ -78,4 +81,5 @@ def load_searcher(
         value_backend=value_backend,
         template=template,
         context=model.backbone.hf_config.max_position_embeddings,
+        fingerprint=fingerprint(model_name),
     )

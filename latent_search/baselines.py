@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .ledger import Choice, Ledger
 from .scorers import vote_scores
+from .tree import ROOT, Tree
 from .types import Backend, Scorer, SearchResult
 
 
@@ -36,9 +37,14 @@ def decode_once(
     ledger = Ledger(backend, len(prompts))
     owners = list(range(len(prompts)))
     outs = ledger.rollout(owners, prompts, max_new_tokens, sample=sample, generator=generator)
+    choices = []
+    for p, o in zip(prompts, outs):  # the tree of one decode: a single path
+        tree = Tree(prompt_tokens=list(p))
+        node = tree.add_child(ROOT, 0, o, prior=1.0, terminal=backend.eos_id in o)
+        choices.append(Choice(o, tree, node))
     algorithm = "sample" if sample else "greedy"
     config = {"max_new_tokens": max_new_tokens}
-    return ledger.results([Choice(o) for o in outs], algorithm=algorithm, config=config)
+    return ledger.results(choices, algorithm=algorithm, config=config)
 
 
 def _draw(ledger: Ledger, prompts, cfg: BestOfNConfig, generator) -> list[list[list[int]]]:
@@ -56,6 +62,19 @@ def _draw(ledger: Ledger, prompts, cfg: BestOfNConfig, generator) -> list[list[l
         for i, o in zip(rows, outs):
             samples[i].append(o)
     return samples
+
+
+def _sample_tree(prompt, outs, scores, eos) -> tuple[Tree, list[int]]:
+    """The root and one child per sample (the edge's action is the sample's index), valued by
+    its score."""
+    tree = Tree(prompt_tokens=list(prompt))
+    kids = []
+    for j, (o, s) in enumerate(zip(outs, scores)):
+        c = tree.add_child(ROOT, j, o, prior=1.0 / len(outs), terminal=eos in o)
+        tree.visits[c], tree.value[c], tree.reward[c] = 1, float(s), float(s)
+        kids.append(c)
+    tree.visits[ROOT] = len(outs)
+    return tree, kids
 
 
 def best_of_n(
@@ -83,11 +102,13 @@ def best_of_n(
     else:  # one scorer call for every sample of every problem
         scores = ledger.score(owners, scorer, [prompts[i] + o for i, o in zip(owners, flat)])
     choices, at = [], 0
-    for outs in samples:
+    for p, outs in zip(prompts, samples):
         mine = scores[at : at + len(outs)]
         at += len(outs)
+        tree, kids = _sample_tree(p, outs, mine, backend.eos_id)
         best = max(range(len(outs)), key=lambda r: mine[r])
-        choices.append(Choice(outs[best], stats={"scores": mine, "select": cfg.select}))
+        stats = {"scores": mine, "select": cfg.select}
+        choices.append(Choice(outs[best], tree, kids[best], stats))
     return ledger.results(
         choices, algorithm="best-of-n", config=cfg, scorer=scorer if cfg.select == "value" else None
     )

@@ -11,8 +11,44 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+
+def _click_exceptions():
+    """Click's exception module as typer uses it (typer >= 0.22 vendors its own click)."""
+    import importlib
+
+    import typer.core
+
+    click = getattr(typer.core, "_click", None) or importlib.import_module("click")
+    return click.exceptions
+
+
+class OneLineGroup(TyperGroup):
+    """Usage errors (an unknown command or option, a malformed value) end like every other
+    refusal: ``error: <one line>`` on stderr and exit status 2, not a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        exc = _click_exceptions()
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except exc.ClickException as err:
+            if not standalone_mode:
+                raise
+            typer.echo(f"error: {err.format_message().strip().splitlines()[0]}", err=True)
+            sys.exit(err.exit_code)
+        except exc.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
 
 app = typer.Typer(
+    cls=OneLineGroup,
     name="latent-search",
     help="CoLA latent action spaces for language models, and search over them.",
     no_args_is_help=True,
@@ -20,6 +56,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"latent-search {version('latent-search')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            typer.echo("latent-search (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    pass
+
 
 # Errors that mean "the user asked for something that cannot be done": one line, exit 2.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
@@ -99,6 +159,23 @@ DownloadOpt = Annotated[
 ]
 
 
+def eval_progress(update):
+    """An eval run's progress callback (done, total, correct): accuracy so far and the rate."""
+    import time
+
+    t0, first = time.perf_counter(), []
+
+    def progress(done: int, total: int, correct: int) -> None:
+        if not first:
+            first.append(done)
+        new = done - first[0]
+        rate = new / max(1e-9, time.perf_counter() - t0)
+        acc = f"accuracy {correct / done:.1%}" if done else ""
+        update(done, total, f"{acc}  {rate:.2f} problems/s" if new else acc)
+
+    return progress
+
+
 def search_spec(
     search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
 ):
@@ -147,26 +224,41 @@ def solve(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Solve one problem with a model (CoLA: latent actions; plain LM: tokens)."""
+    from cola_models.atomic import check_writable_file
     from eval.solve import SolveConfig, solve_question
 
+    from .progress import bar, is_live
+
+    for path, flag in ((tree_out, "--tree-out"), (viz, "--viz")):
+        if path is not None:  # before any model work
+            check_writable_file(path, flag)
     spec = search_spec(
         search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
     )
     cfg = SolveConfig(model=model, search=spec, value_model=value_model, backend=backend)
-    result = solve_question(
-        question,
-        cfg,
-        tree_out=str(tree_out) if tree_out else None,
-        resume=str(resume) if resume else None,
-        viz=str(viz) if viz else None,
-    )
+    spent = [0]
+    with bar(f"{search}", budget, live=is_live(as_json), unit="tokens") as update:
+
+        def on_call(method: str, costs: list[int]) -> None:
+            spent[0] += sum(costs)
+            update(spent[0], info=f"last call: {method}")
+
+        result = solve_question(
+            question,
+            cfg,
+            tree_out=str(tree_out) if tree_out else None,
+            resume=str(resume) if resume else None,
+            viz=str(viz) if viz else None,
+            on_call=on_call,
+        )
+    for w in result["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
     if as_json:
         emit_json(result)
     else:
+        answer = result["answer"] if result["answer"] is not None else "(no final answer found)"
         typer.echo(result["text"])
-        typer.echo(
-            f"\nanswer: {result['answer']}   ({result['tokens']} tokens, {result['seconds']:.2f}s)"
-        )
+        typer.echo(f"\nanswer: {answer}   ({result['tokens']} tokens, {result['seconds']:.2f}s)")
 
 
 @app.command(name="eval")
@@ -250,13 +342,14 @@ def evaluate(
         allow_download=allow_download,
     )
 
-    def progress(done: int, total: int) -> None:
-        if not as_json:
-            typer.echo(f"{done}/{total} problems", err=True)
+    from .progress import bar, is_live
 
-    summary = run_eval(cfg, out, progress=progress)
+    with bar(f"eval {task} {search}", None, live=is_live(as_json), unit="problems") as update:
+        summary = run_eval(cfg, out, progress=eval_progress(update))
     for w in summary["skipped_data_lines"]:
         typer.echo(f"warning: skipped {w}", err=True)
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}", err=True)
     if as_json:
         emit_json(summary)
         return
@@ -288,23 +381,29 @@ def compare(
 
     if budget_x < 1:
         raise ValueError(f"--budget-x {budget_x} must be >= 1")
+    from .progress import bar, is_live
+
     common = dict(task=task, out=out, limit=limit, data=str(data) if data else None)
-    progress = None if as_json else (lambda name: typer.echo(f"running {name}", err=True))
-    (greedy,) = run_compare(
-        [Method("greedy (latent RL)", "tiny-arith")],
-        batch_size=batch_size,
-        backend=backend,
-        progress=progress,
-        **common,
-    )
-    budget = max(1, round(budget_x * greedy["tokens_per_problem"]))
-    rows = run_compare(
-        default_methods(budget, greedy["tokens_per_problem"]),
-        batch_size=batch_size,
-        backend=backend,
-        progress=progress,
-        **common,
-    )
+    with bar("compare", None, live=is_live(as_json), unit="problems") as update:
+
+        def progress(name: str):
+            return eval_progress(lambda done, total, info: update(done, total, f"{name}: {info}"))
+
+        (greedy,) = run_compare(
+            [Method("greedy (latent RL)", "tiny-arith")],
+            batch_size=batch_size,
+            backend=backend,
+            progress=progress,
+            **common,
+        )
+        budget = max(1, round(budget_x * greedy["tokens_per_problem"]))
+        rows = run_compare(
+            default_methods(budget, greedy["tokens_per_problem"]),
+            batch_size=batch_size,
+            backend=backend,
+            progress=progress,
+            **common,
+        )
     if as_json:
         emit_json(rows)
     else:
@@ -312,38 +411,82 @@ def compare(
         typer.echo((out / "compare.md").read_text())
 
 
-@app.command()
-@user_errors
-def train(
-    stage: Annotated[
-        str, typer.Argument(help="base | stage1 | stage2 | rl | token-rl | rft | q | pipeline")
-    ],
-    out: Annotated[Path, typer.Option(help="Run directory (resumed if it holds the same run).")],
-    preset: Annotated[str, typer.Option(help="Settings preset: tiny | smoke.")] = "tiny",
-    config: Annotated[Path | None, typer.Option(help="TOML file overriding the preset.")] = None,
-    model: Annotated[str | None, typer.Option(help="Input model directory of the stage.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Override the stage's optimizer steps.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Data / sampling seed.")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
-) -> None:
-    """Train one CoLA stage (or the whole pipeline) into OUT; re-running resumes."""
-    from train.cli_entry import run_stage
+train_app = typer.Typer(
+    cls=OneLineGroup,
+    help="Train one CoLA stage (or the whole pipeline) into OUT; re-running resumes.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(train_app, name="train")
 
-    result = run_stage(
-        stage,
-        preset=preset,
-        config=config,
-        out=out,
-        model=model,
-        steps=steps,
-        seed=seed,
-        quiet=quiet or as_json,
-    )
-    if as_json:
-        emit_json(result)
-    else:
-        typer.echo(f"done: {json.dumps(result)[:2000]}")
+STAGE_HELP = {
+    "base": "Stage 0 (the tiny default only): a byte-level BPE tokenizer and a small Llama trained "
+    "from scratch on generated problems. Takes no --model.",
+    "stage1": "Stage 1: IDM + codebook + merge layers learn latent control over a frozen backbone, "
+    "then the policy is behaviour-cloned onto the IDM's actions. --model: the backbone (an LM "
+    "directory or bundled LM, e.g. tiny-arith-base).",
+    "stage2": "Stage 2 (FTA-I): the backbone is fine-tuned on solutions under IDM actions, then the "
+    "policy re-cloned. --model: a stage-1 CoLA model.",
+    "rl": "Stage 3, latent RL: GRPO on the policy only (the language model stays bit-identical); "
+    "tied groups are dropped and refilled. --model: a CoLA model (e.g. tiny-arith-bc).",
+    "token-rl": "The token-level baseline: the same GRPO code path on every weight of a plain LM. "
+    "--model: a plain LM (e.g. tiny-arith-base).",
+    "rft": "Rejection-sampling fine-tuning (expert iteration): sample like latent RL, clone the "
+    "latent actions of the correct samples only. --model: a CoLA model.",
+    "q": "The Q head: offline double DQN / SARSA over the K actions on the policy's own samples of "
+    "training problems; nothing else trains. --model: a CoLA model.",
+    "pipeline": "Every stage in order (seeded, resumable), then the bundled models in OUT/models and "
+    "their held-out accuracy in OUT/report.json.",
+}
+
+
+def _train_command(stage: str):
+    def command(
+        out: Annotated[
+            Path, typer.Option(help="Run directory (resumed if it holds the same run).")
+        ],
+        preset: Annotated[str, typer.Option(help="Settings preset: tiny | smoke.")] = "tiny",
+        config: Annotated[
+            Path | None, typer.Option(help="TOML file overriding the preset.")
+        ] = None,
+        model: Annotated[
+            str | None, typer.Option(help="Input model: a directory or a bundled name.")
+        ] = None,
+        steps: Annotated[
+            int | None, typer.Option(help="Override the stage's optimizer steps.")
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help="Data / sampling seed.")] = None,
+        quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    ) -> None:
+        from train.cli_entry import run_stage
+
+        result = run_stage(
+            stage,
+            preset=preset,
+            config=config,
+            out=out,
+            model=model,
+            steps=steps,
+            seed=seed,
+            quiet=quiet or as_json or not sys.stderr.isatty(),
+        )
+        if as_json:
+            emit_json(result)
+        elif stage == "pipeline":
+            typer.echo(
+                f"done: models in {out / 'models'}, held-out accuracy in {out / 'report.json'}"
+            )
+        else:
+            typer.echo(f"done: {stage} model in {result['model']}")
+
+    command.__doc__ = STAGE_HELP[stage]
+    command.__name__ = f"train_{stage.replace('-', '_')}"
+    return command
+
+
+for _stage in STAGE_HELP:
+    train_app.command(name=_stage)(user_errors(_train_command(_stage)))
 
 
 @app.command()

@@ -74,6 +74,28 @@ def flag_overrides(
     return over
 
 
+def _check_inputs(stage: str, cfg, out: Path) -> None:
+    """Everything a stage reads or writes, checked before its run directory is touched: the
+    output place, and the input model (a bundled name becomes its directory)."""
+    from cola_models.atomic import check_writable_dir
+    from cola_models.catalog import resolve_name
+
+    check_writable_dir(out)
+    if stage not in _MODEL_FIELD:
+        return
+    section, key = _MODEL_FIELD[stage]
+    holder = getattr(cfg, section)
+    name = getattr(holder, key)
+    if not name:
+        raise ColaError(f"train {stage} needs --model (its input model; see --help)")
+    if stage == "stage1" and name == "smollm2-135m":
+        return  # the GGUF backbone preset, resolved by the stage itself
+    path = resolve_name(name)
+    if path is None:
+        raise ColaError(f"--model {name!r} is neither a bundled model nor a directory")
+    setattr(holder, key, str(path))
+
+
 def run_stage(
     stage: str,
     *,
@@ -100,6 +122,7 @@ def run_stage(
         config,
         flag_overrides(stage, model=model, steps=steps, seed=seed),
     )
+    _check_inputs(stage, cfg, out)
     if stage == "token-rl":
         cfg.rl.level = "token"
     elif stage == "rl":

@@ -66,21 +66,36 @@ class RunDir:
     """An output directory holding one run: config.json, metrics.jsonl, checkpoint/, model/."""
 
     def __init__(self, path: str | Path, stage: str, config: dict[str, Any]) -> None:
+        """Take the directory for this run: refused (one line, naming the settings that differ)
+        when it holds another run, and held by this process alone until ``finish``."""
+        from cola_models.atomic import WriterLock
+        from eval.rundir import refuse_other_run
+
         self.path = Path(path)
         self.stage = stage
         record = {"stage": stage, "config": config}
         cfg_file = self.path / "config.json"
-        if cfg_file.is_file():
-            old = read_json(cfg_file)
-            if old.get("stage") != stage or old.get("config") != json.loads(json.dumps(config)):
-                raise ColaError(
-                    f"output directory {self.path} holds a different run "
-                    f"(stage {old.get('stage')!r}); choose another --out or remove it"
-                )
-        elif self.path.exists() and any(self.path.iterdir()):
-            raise ColaError(f"output directory {self.path} is not empty and holds no run")
-        else:
-            write_atomic(cfg_file, json.dumps(record, indent=2))
+        if not cfg_file.is_file() and self.path.is_dir():
+            if any(p.name != WriterLock.HOLDER for p in self.path.iterdir()):
+                raise ColaError(f"output directory {self.path} is not empty and holds no run")
+        self._lock = WriterLock(self.path, f"latent-search train {stage}").__enter__()
+        try:
+            old = read_json(cfg_file) if cfg_file.is_file() else None
+            refuse_other_run(self.path, old, record, f"a {old and old.get('stage')} run")
+            if old is None:
+                write_atomic(cfg_file, json.dumps(record, indent=2))
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Let another process write the directory (also at exit, whatever the exit)."""
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+    def __del__(self) -> None:
+        self.release()
 
     @property
     def checkpoint(self) -> Path:
@@ -115,6 +130,7 @@ class RunDir:
 
     def finish(self, summary: dict[str, Any]) -> None:
         write_atomic(self.path / "done.json", json.dumps(summary, indent=2))
+        self.release()
 
     def summary(self) -> dict[str, Any]:
         return read_json(self.path / "done.json")

@@ -122,7 +122,16 @@ def test_every_search_runs_from_the_cli(tmp_path):
         assert result.exit_code == 0, (search, result.output)
         summary = json.loads(result.output)
         assert summary["search"] == search and summary["tokens"] > 0
-        assert out.is_file() == (search in ("beam", "mcts", "mcts-q"))
+        # Every search writes its tree: one path for greedy/sample, the samples for best-of-n.
+        from latent_search.tree import ROOT, Tree
+
+        tree = Tree.load(out)
+        assert tree.meta["algorithm"] == search and tree.meta["model"] == "tiny"
+        assert tree.meta["model_fingerprint"] and tree.meta["chosen"] is not None
+        if search in ("greedy", "sample"):
+            assert len(tree) == 2 and tree.generated(1) == tree.generated(tree.meta["chosen"])
+        if search == "best-of-n":
+            assert len(tree.children[ROOT]) == 8 and len(tree) == 9
 
 
 def test_solve_resumes_an_interrupted_search_from_its_tree(tmp_path):

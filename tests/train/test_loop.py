@@ -56,7 +56,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
 
 def test_output_dir_of_a_different_run_is_refused(tmp_path):
     RunDir(tmp_path / "r", "base", {"a": 1})
-    with pytest.raises(ColaError, match="holds a different run"):
+    with pytest.raises(
+        ColaError, match=r"holds a base run with other settings \(config.a: 1 -> 2\)"
+    ):
         RunDir(tmp_path / "r", "base", {"a": 2})
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.txt").write_text("x")

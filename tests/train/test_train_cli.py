@@ -25,7 +25,7 @@ def test_train_bad_input_gives_one_line_errors(tmp_path):
     wrong_type = tmp_path / "type.toml"
     wrong_type.write_text("[optim]\nsteps = 'many'\n")
     out = str(tmp_path / "run")
-    assert "unknown stage" in _one_line_error(["train", "stage9", "--out", out])
+    assert "No such command 'stage9'" in _one_line_error(["train", "stage9", "--out", out])
     assert "unknown pipeline preset" in _one_line_error(
         ["train", "base", "--preset", "huge", "--out", out]
     )
@@ -41,7 +41,7 @@ def test_train_bad_input_gives_one_line_errors(tmp_path):
     assert "must be a number" in _one_line_error(
         ["train", "base", "--config", str(wrong_type), "--out", out]
     )
-    assert "needs a model" in _one_line_error(["train", "stage2", "--out", out])
+    assert "needs --model" in _one_line_error(["train", "stage2", "--out", out])
     assert "does not exist" in _one_line_error(
         ["train", "base", "--config", str(tmp_path / "no.toml"), "--out", out]
     )
@@ -64,6 +64,6 @@ def test_train_base_runs_and_refuses_a_different_run_in_the_same_dir(tmp_path):
         0,
         1,
     ]
-    assert "holds a different run" in _one_line_error(
+    assert "holds a base run with other settings (config.optim.steps: 2 -> 3)" in _one_line_error(
         ["train", "base", "--config", str(cfg), "--steps", "3", "--out", str(out)]
     )
