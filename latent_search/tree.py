@@ -23,6 +23,47 @@ class TreeFormatError(ValueError):
     """A tree file that cannot be read; the message names what is wrong."""
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _is_ids(x) -> bool:
+    return isinstance(x, list) and all(_is_int(t) for t in x)
+
+
+# What every entry of each per-node field must be.
+_ENTRY = {
+    "action": _is_int,
+    "tokens": _is_ids,
+    "visits": _is_int,
+    "value": _is_num,
+    "prior": _is_num,
+    "q": lambda x: x is None or _is_num(x),
+    "reward": lambda x: x is None or _is_num(x),
+    "rollout": lambda x: x is None or _is_ids(x),
+    "terminal": lambda x: isinstance(x, bool),
+    "depth": _is_int,
+}
+
+
+def _check_types(d: dict) -> None:
+    """A one-line TreeFormatError naming the first field whose entries have the wrong type."""
+    if not _is_ids(d["prompt_tokens"]):
+        raise TreeFormatError("tree field prompt_tokens must be a list of token ids")
+    if d.get("meta") is not None and not isinstance(d["meta"], dict):
+        raise TreeFormatError("tree field meta must be an object")
+    for name, ok in _ENTRY.items():
+        bad = next((i for i, x in enumerate(d[name]) if not ok(x)), None)
+        if bad is not None:
+            raise TreeFormatError(
+                f"tree field {name} has a wrong type at node {bad}: {d[name][bad]!r}"
+            )
+
+
 @dataclass
 class Tree:
     prompt_tokens: list[int]
@@ -163,6 +204,7 @@ class Tree:
                 raise TreeFormatError(f"node {i} has an invalid parent {p!r}")
         if any(not (0 < c < n) for ch in children for c in ch.values()):
             raise TreeFormatError("a child index is out of range")
+        _check_types(d)
         kwargs = {k: d[k] for k in cls._LISTS}
         kwargs["children"] = children
         text = d.get("text")

@@ -117,7 +117,8 @@ class Limited:
 
 def limit(tree: Tree, max_depth: int | None, max_width: int | None) -> Limited:
     """At most ``max_width`` children per node (most visited; the chosen path always stays) and
-    ``max_depth`` levels below the root. A limit of None or below 1 means none."""
+    ``max_depth`` levels below the root, past which only the chosen path continues. A limit of
+    None or below 1 means none."""
     kids = ordered_children(tree)
     on_path = chosen_path(tree)
     size = [1] * len(tree)
@@ -128,7 +129,9 @@ def limit(tree: Tree, max_depth: int | None, max_width: int | None) -> Limited:
     stack = [(ROOT, 0)]
     while stack:
         node, level = stack.pop()
-        cs = kids[node] if not max_depth or max_depth < 1 or level < max_depth else []
+        deep = max_depth and max_depth >= 1 and level >= max_depth
+        # Past the depth limit only the chosen path goes on: the answer is always shown whole.
+        cs = [c for c in kids[node] if c in on_path] if deep else kids[node]
         if max_width and max_width >= 1 and len(cs) > max_width:
             keep = cs[:max_width]
             keep += [c for c in cs[max_width:] if c in on_path]
