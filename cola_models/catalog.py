@@ -109,10 +109,29 @@ def resolve_name(name: str) -> Path | None:
     return path if path.is_dir() else None
 
 
+_FULL_HASH_BYTES = 512 << 20
+
+
+def _hash_weights(h, f: Path) -> None:
+    """Every byte of a file up to 512 MiB; past that (an 8B checkpoint) its size, modification
+    time and 64 evenly spaced 64 KiB samples, an approximate identity that stays cheap."""
+    size = f.stat().st_size
+    h.update(f"{f.name}:{size}".encode())
+    with f.open("rb") as fh:
+        if size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+            return
+        h.update(str(f.stat().st_mtime_ns).encode())
+        for i in range(64):
+            fh.seek(i * (size // 64))
+            h.update(fh.read(1 << 16))
+
+
 def fingerprint(name: str) -> str:
     """A short identity of the weights a model name loads, to tell one model's saved searches
-    from another's: the config and, per weights file, its size and first and last MiB (cheap
-    for an 8B checkpoint, and any retraining changes them). Presets hash their name."""
+    from another's (two models may share tokenizer and config and differ only in the policy):
+    the config and the weights files. Presets hash their name."""
     import hashlib
 
     h = hashlib.sha256()
@@ -124,10 +143,5 @@ def fingerprint(name: str) -> str:
     if cfg.is_file():
         h.update(cfg.read_bytes())
     for f in sorted(directory.glob("*.safetensors")):
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
-        with f.open("rb") as fh:
-            h.update(fh.read(1 << 20))
-            fh.seek(max(0, size - (1 << 20)))
-            h.update(fh.read(1 << 20))
+        _hash_weights(h, f)
     return h.hexdigest()[:16]

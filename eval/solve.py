@@ -29,16 +29,16 @@ def _resumed_tree(path: str, ids: list[int], spec: SearchSpec, fingerprint: str)
     from latent_search.tree import Tree
 
     tree = Tree.load(path)
-    if tree.prompt_tokens != ids:
-        raise ValueError(f"{path} is a search of a different question or prompt format")
-    if tree.meta.get("algorithm", spec.algorithm) != spec.algorithm:
-        raise ValueError(f"{path} is an {tree.meta['algorithm']} search, not {spec.algorithm}")
     held = tree.meta.get("model_fingerprint")
     if held is not None and held != fingerprint:
         raise ValueError(
             f"{path} was searched with another model ({tree.meta.get('model')!r}, fingerprint "
             f"{str(held)[:12]}); resume it with that model"
         )
+    if tree.prompt_tokens != ids:
+        raise ValueError(f"{path} is a search of a different question or prompt format")
+    if tree.meta.get("algorithm", spec.algorithm) != spec.algorithm:
+        raise ValueError(f"{path} is an {tree.meta['algorithm']} search, not {spec.algorithm}")
     return tree
 
 
