@@ -187,7 +187,15 @@ def train_loop(
     ``save_model(model, dir)`` / ``load_model_state(model, dir)`` write and read the weights of
     ``model`` inside a checkpoint directory. Returns the metric rows of the whole run.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     opt = torch.optim.AdamW(
         params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
@@ -223,9 +231,12 @@ def train_loop(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     ]
-    with Progress(*columns, disable=quiet, transient=False) as progress:
+    console = Console(stderr=True)  # stdout stays for --json
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
         task = progress.add_task(description, total=cfg.steps, completed=start, info="")
         model.train()
         for step in range(start, cfg.steps):

@@ -182,7 +182,8 @@ def test_data_directory_and_environment_variable(tmp_path, monkeypatch):
     assert default_data_dir() == tmp_path
     assert get_benchmark("math500")[0].id == "test/prealgebra/1.json"
     gsm = get_benchmark("gsm8k")
-    assert "train" in gsm.warnings[0]  # evaluating on a train split is said, not hidden
+    # Evaluating on a train split is said, not hidden, and not counted as a skipped data line.
+    assert "train" in gsm.notes[0] and gsm.warnings == []
     monkeypatch.setenv("LATENT_SEARCH_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="no math500 data in"):
         get_benchmark("math500")
