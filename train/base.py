@@ -44,7 +44,11 @@ class BaseRun:
     model: BaseConfig = field(default_factory=BaseConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(steps=700, lr=3e-3, warmup_steps=50)
+        # Measured: greedy held-out arith 15% at step 500, 34% at 1,250, 42% at 1,750 of this
+        # schedule (the old 700 steps reached 23-30%): the model was under-trained.
+        default_factory=lambda: OptimConfig(
+            steps=3000, lr=3e-3, warmup_steps=100, checkpoint_every=250
+        )
     )
 
 

@@ -50,8 +50,8 @@ class Stage1Config:
 class Stage1Run:
     model: Stage1Config = field(default_factory=Stage1Config)
     data: DataConfig = field(default_factory=DataConfig)
-    idm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=350, lr=3e-3))
-    bc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=250, lr=3e-3))
+    idm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=500, lr=3e-3))
+    bc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=400, lr=3e-3))
 
 
 def build_cola(cfg: Stage1Config, seed: int) -> ColaModel:

@@ -37,8 +37,8 @@ class Stage2Config:
 class Stage2Run:
     model: Stage2Config = field(default_factory=Stage2Config)
     data: DataConfig = field(default_factory=DataConfig)
-    wm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=120, lr=5e-4))
-    bc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=150, lr=2e-3))
+    wm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=200, lr=5e-4))
+    bc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=250, lr=2e-3))
 
 
 def wm_step(model, b, guidance: str) -> tuple[torch.Tensor, dict]:
