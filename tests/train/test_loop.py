@@ -90,3 +90,16 @@ def test_named_streams_are_independent_and_stable():
     assert stream_seed(10, "rollouts") == 17  # fixed for good: bundled models depend on it
     with pytest.raises(KeyError):
         generator(0, "nope")
+
+
+def test_a_run_directory_has_one_writer(tmp_path):
+    from cola_models.atomic import DirectoryBusy, WriterLock
+
+    with WriterLock(tmp_path / "r", "latent-search train base"):
+        with pytest.raises(DirectoryBusy, match="being written by process"):
+            RunDir(tmp_path / "r", "base", {"a": 1})
+    run = RunDir(tmp_path / "r", "base", {"a": 1})  # free again once the holder is gone
+    with pytest.raises(DirectoryBusy):
+        RunDir(tmp_path / "r", "base", {"a": 1})
+    run.finish({})
+    assert RunDir(tmp_path / "r", "base", {"a": 1}).done
