@@ -35,6 +35,8 @@ class EvalConfig:
     """Searches per problem with seeds seed, seed+1, ...: maj@k and pass@k when > 1."""
     batch_size: int = 32
     value_model: str | None = None
+    verifier: str | None = None
+    """A reward-model directory for --scorer verifier / weighted-vote."""
     backend: str = "torch"
     template: str | None = None
     """Prompt template: a name from eval.prompts.PROMPT_TEMPLATES or a string with {question};
@@ -210,7 +212,11 @@ def _searcher(cfg: EvalConfig):
     from .searcher import load_searcher
 
     searcher = load_searcher(
-        cfg.model, cfg.search, value_model=cfg.value_model, backend=cfg.backend
+        cfg.model,
+        cfg.search,
+        value_model=cfg.value_model,
+        backend=cfg.backend,
+        verifier=cfg.verifier,
     )
     searcher.template = prompt_template(cfg, searcher.model)
     return searcher
@@ -234,7 +240,7 @@ def _run_batch(cfg: EvalConfig, searcher, batch: list) -> list[dict]:
             [ids for _, ids in chunk],
             SearchSpec(**{**asdict(spec), "seed": spec.seed + s}),
             answer_fn=extract_answer,
-            value_backend=searcher.value_backend,
+            **searcher.search_args(),
         )
         per_sample.append((results, (time.perf_counter() - t0) / len(chunk)))
     fits = {it.id: i for i, (it, _) in enumerate(chunk)}

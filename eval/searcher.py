@@ -17,6 +17,18 @@ class Searcher:
     context: int
     fingerprint: str = ""
     """Identity of the searched model's weights (``cola_models.catalog.fingerprint``)."""
+    scorer: object | None = None
+    """A reward model's scorer of finished texts (``--scorer verifier``), else None (Q head)."""
+    value_fn: object | None = None
+    """The same reward model valuing partial texts (beam, mcts), else None (Q head)."""
+
+    def search_args(self) -> dict:
+        """What ``latent_search.search.run_search`` takes from the searcher besides prompts."""
+        return {
+            "value_backend": self.value_backend,
+            "scorer": self.scorer,
+            "value_fn": self.value_fn,
+        }
 
     def encode(self, questions: list[str], max_new_tokens: int) -> list[list[int]]:
         """Token ids of each question's prompt; a prompt that cannot fit is a user error."""
@@ -47,8 +59,40 @@ class Searcher:
         ]
 
 
+def _needs_q(model, spec: SearchSpec, value_model: str | None) -> None:
+    if (
+        model.kind == "lm"
+        and not value_model
+        and spec.scorer == "q"
+        and (spec.algorithm in ("beam", "mcts", "mcts-q", "best-of-n"))
+    ):
+        raise ValueError(
+            f"token-level {spec.algorithm} of a plain LM needs --value-model (a CoLA model with a"
+            " Q head), --scorer verifier with --verifier DIR or, for best-of-n, --scorer vote"
+        )
+
+
+def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None) -> None:
+    """Judge with a reward model when the scorer asks for one."""
+    if spec.scorer not in ("verifier", "weighted-vote"):
+        return
+    if not verifier:
+        raise ValueError(f"--scorer {spec.scorer} needs --verifier DIR (a reward model)")
+    from cola_models.reward_model import load_reward_model
+    from latent_search.backends.reward import reward_scorer, reward_value_fn
+
+    rm = load_reward_model(verifier)
+    searcher.scorer = reward_scorer(rm, searcher.backend.decode)
+    searcher.value_fn = reward_value_fn(rm, searcher.backend.decode)
+
+
 def load_searcher(
-    model_name: str, spec: SearchSpec, *, value_model: str | None = None, backend: str = "torch"
+    model_name: str,
+    spec: SearchSpec,
+    *,
+    value_model: str | None = None,
+    backend: str = "torch",
+    verifier: str | None = None,
 ) -> Searcher:
     import cola_models as cm
     from cola_models.catalog import fingerprint
@@ -65,17 +109,10 @@ def load_searcher(
         if value.tokenizer.get_vocab() != model.tokenizer.get_vocab():
             raise ValueError("--value-model must share the searched model's tokenizer")
         value_backend = make_backend("torch", value)
-    elif model.kind == "lm" and (
-        spec.algorithm in ("beam", "mcts", "mcts-q")
-        or (spec.algorithm == "best-of-n" and spec.scorer == "q")
-    ):
-        raise ValueError(
-            f"token-level {spec.algorithm} of a plain LM needs --value-model (a CoLA model with a"
-            " Q head) or, for best-of-n, --scorer vote"
-        )
+    _needs_q(model, spec, value_model)
     # A trained model knows the prompt format it was trained with; a random preset has none.
     template = model.generation_defaults.get("prompt_template", "{question}")
-    return Searcher(
+    searcher = Searcher(
         model=model,
         backend=make_backend(backend, model),
         value_backend=value_backend,
@@ -83,3 +120,5 @@ def load_searcher(
         context=model.backbone.hf_config.max_position_embeddings,
         fingerprint=fingerprint(model_name),
     )
+    _reward(searcher, spec, verifier)
+    return searcher

@@ -22,6 +22,8 @@ class SolveConfig:
     search: SearchSpec = SearchSpec()
     value_model: str | None = None
     """A CoLA model whose Q head values a token-level search of a plain LM (same tokenizer)."""
+    verifier: str | None = None
+    """A reward-model directory for --scorer verifier / weighted-vote."""
     backend: str = "torch"
 
 
@@ -78,7 +80,9 @@ def solve_question(
     spec = cfg.search
     if resume and spec.algorithm not in RESUMABLE:
         raise ValueError(f"--resume continues an {' or '.join(RESUMABLE)} search")
-    searcher = load_searcher(cfg.model, spec, value_model=cfg.value_model, backend=cfg.backend)
+    searcher = load_searcher(
+        cfg.model, spec, value_model=cfg.value_model, backend=cfg.backend, verifier=cfg.verifier
+    )
     (ids,) = searcher.encode([question], spec.max_new_tokens)
     identity = {"model": cfg.model, "model_fingerprint": searcher.fingerprint}
     trees = [_resumed_tree(resume, ids, spec, searcher.fingerprint)] if resume else None
@@ -98,8 +102,8 @@ def solve_question(
         [ids],
         spec,
         answer_fn=extract_answer,
-        value_backend=searcher.value_backend,
         trees=trees,
+        **searcher.search_args(),
         on_round=checkpoint,
     )
     seconds = time.perf_counter() - start
@@ -119,6 +123,7 @@ def solve_question(
         "config": {
             "model": cfg.model,
             "value_model": cfg.value_model,
+            "verifier": cfg.verifier,
             "backend": cfg.backend,
             **{f.name: getattr(spec, f.name) for f in fields(spec)},
         },

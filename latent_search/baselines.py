@@ -16,7 +16,8 @@ class BestOfNConfig:
     n: int = 8
     max_new_tokens: int = 256
     select: str = "value"
-    """"value" (the scorer's score, e.g. the Q-model) or "vote" (majority over final answers)."""
+    """"value" (the scorer's score: the Q-model, a verifier), "vote" (majority over final
+    answers) or "weighted_vote" (answers weighted by the scorer's scores)."""
     budget: int | None = None
     """Model tokens per problem: samples are then drawn one per problem per round until n or the
     budget is reached (a sample already started is finished)."""
@@ -24,8 +25,8 @@ class BestOfNConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n={self.n} must be >= 1")
-        if self.select not in ("value", "vote"):
-            raise ValueError(f"select={self.select!r} must be 'value' or 'vote'")
+        if self.select not in ("value", "vote", "weighted_vote"):
+            raise ValueError(f"select={self.select!r} must be value, vote or weighted_vote")
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget={self.budget} must be >= 1")
 
@@ -87,10 +88,10 @@ def best_of_n(
     answer_fn: Callable[[str], str | None] | None = None,
 ) -> list[SearchResult]:
     """Up to N policy samples per prompt, batched across prompts; keep the best by value or vote."""
-    if cfg.select == "vote" and answer_fn is None:
+    if cfg.select != "value" and answer_fn is None:
         raise ValueError("vote selection needs an answer extractor")
-    if cfg.select == "value" and scorer is None:
-        raise ValueError("value selection needs a scorer")
+    if cfg.select != "vote" and scorer is None:
+        raise ValueError(f"{cfg.select} selection needs a scorer")
     ledger = Ledger(backend, len(prompts), budget=cfg.budget)
     samples = _draw(ledger, prompts, cfg, generator)
     owners = [i for i, outs in enumerate(samples) for _ in outs]
@@ -101,6 +102,13 @@ def best_of_n(
             scores += vote_scores([answer_fn(backend.decode(o)) for o in outs])
     else:  # one scorer call for every sample of every problem
         scores = ledger.score(owners, scorer, [prompts[i] + o for i, o in zip(owners, flat)])
+    if cfg.select == "weighted_vote":  # each sample's score becomes its answer's total weight
+        at, weighted = 0, []
+        for outs in samples:
+            answers = [answer_fn(backend.decode(o)) for o in outs]
+            weighted += vote_scores(answers, scores[at : at + len(outs)])
+            at += len(outs)
+        scores = weighted
     choices, at = [], 0
     for p, outs in zip(prompts, samples):
         mine = scores[at : at + len(outs)]
@@ -110,5 +118,5 @@ def best_of_n(
         stats = {"scores": mine, "select": cfg.select}
         choices.append(Choice(outs[best], tree, kids[best], stats))
     return ledger.results(
-        choices, algorithm="best-of-n", config=cfg, scorer=scorer if cfg.select == "value" else None
+        choices, algorithm="best-of-n", config=cfg, scorer=scorer if cfg.select != "vote" else None
     )

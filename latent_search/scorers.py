@@ -55,8 +55,14 @@ def q_value_scorer(backend: Backend) -> Scorer:
     return score
 
 
-def vote_scores(answers: list[str | None]) -> list[float]:
-    """Self-consistency: the share of samples that reached the same final answer (None scores 0)."""
-    counts = Counter(a for a in answers if a is not None)
-    n = len(answers)
-    return [counts[a] / n if a is not None else 0.0 for a in answers]
+def vote_scores(answers: list[str | None], weights: list[float] | None = None) -> list[float]:
+    """Self-consistency: each sample scores the share of the (weighted) votes its final answer
+    got; a sample without an answer scores 0. ``weights`` (>= 0, e.g. a verifier's P(right))
+    make it a weighted vote; without them every sample counts 1."""
+    weights = [1.0] * len(answers) if weights is None else [max(0.0, w) for w in weights]
+    totals: Counter = Counter()
+    for a, w in zip(answers, weights):
+        if a is not None:
+            totals[a] += w
+    whole = sum(weights) or 1.0
+    return [totals[a] / whole if a is not None else 0.0 for a in answers]

@@ -17,6 +17,7 @@ from .types import Backend, SearchResult, is_oracle
 
 ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
 RESUMABLE = ("mcts", "mcts-q")
+SCORERS = ("q", "verifier", "vote", "weighted-vote")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class SearchSpec:
     rounds: int = 32
     """Selection rounds of mcts-q; simulations of mcts."""
     scorer: str = "q"
-    """How rollouts / samples are scored without the gold answer: "q" (the Q head) or "vote"."""
+    """How rollouts / samples / states are judged without the gold answer: "q" (the Q head's
+    value), "verifier" (a reward model: P(right) of the text so far), "vote" (best-of-n:
+    majority answer) or "weighted-vote" (best-of-n: answers weighted by the verifier)."""
     seed: int = 0
     beam_width: int = 4
     expand_k: int = 4
@@ -47,15 +50,19 @@ class SearchSpec:
             raise ValueError(f"budget={self.budget} must be >= 1")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
-        if self.scorer not in ("q", "vote"):
-            raise ValueError(f"scorer={self.scorer!r} must be 'q' or 'vote'")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer={self.scorer!r} must be one of {', '.join(SCORERS)}")
         for name in ("n", "rounds", "beam_width", "expand_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.scorer == "vote" and self.algorithm in ("beam", "mcts", "mcts-q"):
+        if self.scorer in ("vote", "weighted-vote") and self.algorithm in (
+            "beam",
+            "mcts",
+            "mcts-q",
+        ):
             # Tree and beam searches value partial texts; a vote needs finished answers.
             raise ValueError(
-                f"{self.algorithm} values states with the Q head; --scorer vote is for best-of-n"
+                f"{self.algorithm} values states; --scorer {self.scorer} is for best-of-n"
             )
         if self.budget is not None and self.algorithm in ("greedy", "sample"):
             # One decode has no size to bound: its cost is set by --max-new-tokens alone.
@@ -67,6 +74,12 @@ class SearchSpec:
             raise ValueError("gumbel root selection is an option of --search mcts")
 
 
+def _select(scorer_name: str, scorer) -> str:
+    if is_oracle(scorer) or scorer_name in ("q", "verifier"):
+        return "value"
+    return "weighted_vote" if scorer_name == "weighted-vote" else "vote"
+
+
 def run_search(
     backend: Backend,
     prompts: list[list[int]],
@@ -74,12 +87,15 @@ def run_search(
     *,
     answer_fn: Callable[[str], str | None] | None = None,
     scorer=None,
+    value_fn=None,
     value_backend: Backend | None = None,
     trees: list[Tree] | None = None,
     on_round: Callable[[list[Tree]], None] | None = None,
 ) -> list[SearchResult]:
-    """Run ``spec.algorithm`` on every prompt (batched). ``scorer`` overrides the gold-free
-    scorer (an oracle must carry ``oracle = True``). ``value_backend`` supplies the Q head when
+    """Run ``spec.algorithm`` on every prompt (batched). ``scorer`` (finished texts) and
+    ``value_fn`` (states of beam and mcts) judge with something other than the Q head: a reward
+    model for ``spec.scorer`` "verifier" / "weighted-vote" (an oracle scorer must carry
+    ``oracle = True``). ``value_backend`` supplies the Q head when
     the searched model has none (token-level search valued by a CoLA model's Q head).
     ``trees`` resumes saved mcts / mcts-q searches; ``on_round(trees)`` runs after each round
     of those two (to checkpoint them)."""
@@ -91,13 +107,17 @@ def run_search(
         return decode_once(
             backend, prompts, spec.max_new_tokens, sample=spec.algorithm == "sample", generator=g
         )
+    if spec.scorer in ("verifier", "weighted-vote") and scorer is None:
+        raise ValueError(f"--scorer {spec.scorer} needs a reward model (--verifier DIR)")
     if scorer is None and spec.scorer == "q":
         scorer = q_value_scorer(vb)
+    if value_fn is None:
+        value_fn = q_value_fn(vb)
     if spec.algorithm == "best-of-n":
         cfg = BestOfNConfig(
             n=spec.n,
             max_new_tokens=spec.max_new_tokens,
-            select="value" if spec.scorer == "q" or is_oracle(scorer) else "vote",
+            select=_select(spec.scorer, scorer),
             budget=spec.budget,
         )
         return best_of_n(backend, prompts, cfg, generator=g, scorer=scorer, answer_fn=answer_fn)
@@ -109,9 +129,7 @@ def run_search(
             budget=spec.budget,
             gumbel=spec.gumbel,
         )
-        return mcts(
-            backend, prompts, mcfg, q_value_fn(vb), generator=g, trees=trees, on_round=on_round
-        )
+        return mcts(backend, prompts, mcfg, value_fn, generator=g, trees=trees, on_round=on_round)
     if spec.algorithm == "beam":
         cfg = BeamConfig(
             beam_width=spec.beam_width,
@@ -119,7 +137,7 @@ def run_search(
             max_new_tokens=spec.max_new_tokens,
             budget=spec.budget,
         )
-        return beam_search(backend, prompts, cfg, q_value_fn(vb))
+        return beam_search(backend, prompts, cfg, value_fn)
     cfg = MCTSQConfig(
         rounds=spec.rounds,
         rollout_tokens=spec.max_new_tokens,

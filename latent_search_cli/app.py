@@ -137,7 +137,17 @@ def models(
 # Options shared by solve, eval and compare: what to search with and how hard.
 SearchOpt = Annotated[str, typer.Option(help="greedy | sample | best-of-n | beam | mcts | mcts-q")]
 BudgetOpt = Annotated[int | None, typer.Option(help="Cap on model tokens per problem.")]
-ScorerOpt = Annotated[str, typer.Option(help="Gold-free rollout scorer: q | vote.")]
+ScorerOpt = Annotated[
+    str,
+    typer.Option(
+        help="Gold-free judge: q (Q head) | verifier (--verifier) | vote | weighted-vote "
+        "(best-of-n)."
+    ),
+]
+VerifierOpt = Annotated[
+    Path | None,
+    typer.Option(help="Reward-model directory (train verifier, or any HF sequence classifier)."),
+]
 RoundsOpt = Annotated[int, typer.Option(help="mcts simulations / mcts-q selection rounds.")]
 NOpt = Annotated[int, typer.Option("--n", help="best-of-n samples.")]
 WidthOpt = Annotated[int, typer.Option(help="beam width.")]
@@ -220,6 +230,7 @@ def solve(
     ] = None,
     viz: Annotated[Path | None, typer.Option(help="Also render the tree (e.g. tree.html).")] = None,
     value_model: ValueModelOpt = None,
+    verifier: VerifierOpt = None,
     backend: BackendOpt = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -235,7 +246,13 @@ def solve(
     spec = search_spec(
         search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
     )
-    cfg = SolveConfig(model=model, search=spec, value_model=value_model, backend=backend)
+    cfg = SolveConfig(
+        model=model,
+        search=spec,
+        value_model=value_model,
+        backend=backend,
+        verifier=str(verifier) if verifier else None,
+    )
     spent = [0]
     with bar(f"{search}", budget, live=is_live(as_json), unit="tokens") as update:
 
@@ -286,6 +303,7 @@ def evaluate(
     samples: Annotated[int, typer.Option(help="Searches per problem (maj@k, pass@k).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
     value_model: ValueModelOpt = None,
+    verifier: VerifierOpt = None,
     backend: BackendOpt = "torch",
     template: TemplateOpt = None,
     strict: StrictOpt = False,
@@ -336,6 +354,7 @@ def evaluate(
         samples=samples,
         batch_size=batch_size,
         value_model=value_model,
+        verifier=str(verifier) if verifier else None,
         backend=backend,
         template=template,
         strict=strict,
