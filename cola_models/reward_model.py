@@ -12,6 +12,7 @@ in transformers without this package and a user's own reward model plugs in wher
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,9 +106,11 @@ def load_reward_model(path: str | Path, *, device: str = "cpu") -> RewardModel:
     quiet_hf()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(directory), use_safetensors=True, trust_remote_code=False
+            str(directory), local_files_only=True, use_safetensors=True, trust_remote_code=False
+        ).float()  # a checkpoint exported in fp16 is slow and unstable on CPU
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(directory), local_files_only=True, trust_remote_code=False
         )
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ColaError(f"cannot load reward model {path}: {str(err).splitlines()[0]}") from err
     if model.config.num_labels not in (1, 2):
@@ -126,11 +129,22 @@ def reward_model_from_lm(lm_dir: str | Path, *, seed: int = 0) -> RewardModel:
     from .backbone import quiet_hf
 
     quiet_hf()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(lm_dir), num_labels=1, use_safetensors=True, trust_remote_code=False
-        )
+    # The new score head is reported "missing" from the LM's checkpoint: expected, not news.
+    report = logging.getLogger("transformers.modeling_utils")
+    level = report.level
+    report.setLevel(logging.ERROR)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(lm_dir),
+                num_labels=1,
+                local_files_only=True,
+                use_safetensors=True,
+                trust_remote_code=False,
+            ).float()  # the LM may have been exported in fp16: train in fp32
+    finally:
+        report.setLevel(level)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(lm_dir))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

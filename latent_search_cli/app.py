@@ -454,6 +454,10 @@ STAGE_HELP = {
     "latent actions of the correct samples only. --model: a CoLA model.",
     "q": "The Q head: offline double DQN / SARSA over the K actions on the policy's own samples of "
     "training problems; nothing else trains. --model: a CoLA model.",
+    "verifier": "A verifier of its own weights (a reward model, HF sequence-classification format): "
+    "sampled from the final policy on training problems, trained on outcome and exact step labels "
+    "with a within-problem pairwise term; held-out within-problem AUC logged. --model: the policy; "
+    "[verifier] init (TOML) or the pipeline: the LM it starts from.",
     "pipeline": "Every stage in order (seeded, resumable), then the bundled models in OUT/models and "
     "their held-out accuracy in OUT/report.json.",
 }

@@ -7,7 +7,7 @@ from typing import Any
 
 from cola_models.errors import ColaError
 
-STAGES = ("base", "stage1", "stage2", "rl", "token-rl", "rft", "q", "pipeline")
+STAGES = ("base", "stage1", "stage2", "rl", "token-rl", "rft", "q", "verifier", "pipeline")
 
 
 def stage_default(stage: str, preset: str):
@@ -25,6 +25,7 @@ def stage_default(stage: str, preset: str):
         # Rejection-sampling fine-tuning: latent RL's samples and schedule, correct ones cloned.
         "rft": replace(pipe.rl, rl=replace(pipe.rl.rl, algorithm="rft")),
         "q": pipe.q,
+        "verifier": pipe.verifier,
         "pipeline": pipe,
     }[stage]
 
@@ -37,6 +38,7 @@ _MODEL_FIELD = {
     "token-rl": ("rl", "model"),
     "rft": ("rl", "model"),
     "q": ("q", "model"),
+    "verifier": ("verifier", "policy"),
 }
 
 
@@ -66,6 +68,7 @@ def flag_overrides(
             "token-rl": ["optim"],
             "rft": ["optim"],
             "q": ["optim"],
+            "verifier": ["optim"],
         }
         if stage == "pipeline":
             raise ColaError("--steps does not apply to the pipeline; use a TOML config")
@@ -114,6 +117,7 @@ def run_stage(
     from .rl import run_rl
     from .stage1 import run_stage1
     from .stage2 import run_stage2
+    from .verifier import run_verifier
 
     if stage not in STAGES:
         raise ColaError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
@@ -139,6 +143,7 @@ def run_stage(
         "token-rl": run_rl,
         "rft": lambda c, o, quiet: run_rl(c, o, quiet=quiet, stage="rft"),
         "q": run_q,
+        "verifier": run_verifier,
     }[stage]
     model_dir = runner(cfg, out, quiet=quiet)
     return {"stage": stage, "model": str(model_dir), "out": str(out)}

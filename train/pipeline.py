@@ -23,6 +23,7 @@ from .q_model import QRun, run_q
 from .rl import RLConfig, RLRun, run_rl
 from .stage1 import Stage1Run, run_stage1
 from .stage2 import Stage2Run, run_stage2
+from .verifier import VerifierRun, run_verifier
 
 
 @dataclass
@@ -46,6 +47,7 @@ class PipelineConfig:
         )
     )
     q: QRun = field(default_factory=QRun)
+    verifier: VerifierRun = field(default_factory=VerifierRun)
     eval: EvalSpec = field(default_factory=EvalSpec)
 
 
@@ -99,6 +101,19 @@ def smoke_config() -> PipelineConfig:
         optim=_short(c.q.optim, 2),
         q=replace(c.q.q, n_problems=4, samples_per_problem=2, max_new_tokens=8, batch_size=4),
     )
+    c.verifier = replace(
+        c.verifier,
+        data=data,
+        optim=_short(c.verifier.optim, 2),
+        verifier=replace(
+            c.verifier.verifier,
+            n_problems=4,
+            samples_per_problem=2,
+            heldout_problems=4,
+            max_new_tokens=8,
+            batch_problems=2,
+        ),
+    )
     c.eval = EvalSpec(arith=8, countdown=4)
     return c
 
@@ -138,6 +153,11 @@ def run_pipeline(cfg: PipelineConfig, out: str | Path, *, quiet: bool = False) -
     dirs["q"] = run_q(_seeded(q, s), out / "q", quiet=quiet)
     tok = replace(cfg.token_rl, rl=replace(cfg.token_rl.rl, model=str(dirs["base"]), level="token"))
     dirs["token-rl"] = run_rl(_seeded(tok, s), out / "token-rl", quiet=quiet)
+    ver = replace(
+        cfg.verifier,
+        verifier=replace(cfg.verifier.verifier, policy=str(dirs["q"]), init=str(dirs["base"])),
+    )
+    dirs["verifier"] = run_verifier(_seeded(ver, s), out / "verifier", quiet=quiet)
     models = export(dirs, out / "models")
     report = evaluate_bundle(models, cfg.eval, quiet=quiet)
     write_atomic(out / "report.json", json.dumps(report, indent=2))
@@ -156,6 +176,10 @@ def export(dirs: dict[str, Path], target: Path) -> dict[str, Path]:
         model.save_pretrained(dest, dtype="float16")
         (dest / "README.txt").write_text(description + "\n")
         paths[name] = dest
+    if "verifier" in dirs:  # a reward-model directory: copied as it is (fp32, HF format)
+        dest = target / "tiny-arith-verifier"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(dirs["verifier"], dest)
     return paths
 
 

@@ -17,6 +17,9 @@ STREAMS = {
     "rollouts": 7,  # RL: prompts of each step and their sampled actions
     "q_samples": 11,  # the Q stage's best-of-N samples
     "q_batches": 13,  # the Q stage's minibatches
+    "verifier_samples": 17,  # the verifier's policy samples
+    "verifier_batches": 19,  # the verifier's minibatches of problems
+    "verifier_heldout": 23,  # the policy's samples of the verifier's held-out problems
 }
 
 

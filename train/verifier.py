@@ -1,0 +1,282 @@
+"""The verifier: a reward model of its own weights, trained on the final policy's samples to tell
+right solutions of a problem from wrong ones (``latent-search train verifier``).
+
+Data: the policy's own samples (G per problem) of *training-split* problems, written to
+``samples.jsonl`` a chunk at a time (an interrupted run keeps what it sampled), and the same of
+held-out test-split problems in ``heldout.jsonl`` for measuring it.
+Labels: the outcome (the task's reward) at a sample's last token, and, for arith, exact step
+labels at the end of every step: a prefix is on track while each of its steps ``a op b = r`` is
+arithmetically right and reaches one of the gold solution's intermediate values (a right
+sample's prefixes all count as on track). Gold steps are read from training problems only.
+Loss: per-position BCE on those labels, plus a within-problem Bradley-Terry term on the final
+scores (-log sigmoid(s_right - s_wrong) over a problem's right/wrong pairs), the contrast that a
+value trained on outcomes alone lacks. Logged: held-out within-problem AUC with its interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cola_models.errors import ColaError
+
+from .data import DataConfig, train_problems
+from .loop import OptimConfig, RunDir, config_dict, train_loop
+from .seeds import generator, stream_seed
+
+
+@dataclass
+class VerifierConfig:
+    policy: str = ""
+    """The model whose samples the verifier learns to judge (the final policy)."""
+    init: str = ""
+    """A plain LM directory the verifier starts from (its own copy of every weight)."""
+    n_problems: int = 2000
+    samples_per_problem: int = 8
+    heldout_problems: int = 200
+    max_new_tokens: int = 160
+    temperature: float = 1.0
+    batch_problems: int = 8
+    """Problems per step; each brings all its samples (the pairwise term needs them together)."""
+    pairwise_weight: float = 1.0
+    step_labels: bool = True
+    eval_every: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("n_problems", "samples_per_problem", "heldout_problems", "batch_problems"):
+            if getattr(self, name) < 1:
+                raise ColaError(f"verifier.{name}={getattr(self, name)} must be >= 1")
+        if self.pairwise_weight < 0:
+            raise ColaError(f"verifier.pairwise_weight={self.pairwise_weight} must be >= 0")
+
+
+@dataclass
+class VerifierRun:
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            steps=600, lr=3e-4, warmup_steps=30, checkpoint_every=100
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------- samples
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            assert isinstance(row, dict) and {"p", "text", "reward", "answer"} <= set(row)
+        except (json.JSONDecodeError, AssertionError):
+            raise ColaError(
+                f"{path}:{n} is not a sample row; the cache is corrupt (delete {path.name} to "
+                "resample it)"
+            ) from None
+        rows.append(row)
+    return rows
+
+
+def cached_samples(
+    path: Path, model, problems: list, cfg: VerifierConfig, seed: int, stream: str
+) -> list[dict]:
+    """G samples of every problem, sampled in chunks of 16 problems and appended as they come;
+    a rerun continues after the last whole chunk."""
+    from .rollouts import SamplingSpec, sample_groups
+
+    spec = SamplingSpec(cfg.samples_per_problem, cfg.max_new_tokens, cfg.temperature)
+    rows = _read_rows(path) if path.is_file() else []
+    chunk = 16
+    done = len(rows) // (chunk * spec.group_size) * chunk
+    rows = rows[: done * spec.group_size]  # a torn last chunk is redone
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+        for start in range(done, len(problems), chunk):
+            g = generator(seed, stream, start)
+            groups = sample_groups(model, problems[start : start + chunk], spec, g)
+            for i, gr in enumerate(groups):
+                for gen, rew, ans in zip(gr.gens, gr.rewards, gr.answers):
+                    text = model.tokenizer.decode(gr.prompt + gen, skip_special_tokens=True)
+                    row = {"p": start + i, "text": text, "reward": rew, "answer": ans}
+                    f.write(json.dumps(row) + "\n")
+                    rows.append(row)
+            f.flush()
+            os.fsync(f.fileno())
+    return rows
+
+
+# ---------------------------------------------------------------------------------- labels
+_STEP = re.compile(r"(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)\s*\.")
+
+
+def _step_ok(a: int, op: str, b: int, r: int) -> bool:
+    exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[op]
+    return exact is not None and exact == r
+
+
+def step_ends(problem, text: str, right: bool) -> list[tuple[int, float]]:
+    """(character offset of each step's end, label) for a training problem's sample text.
+    Refuses a test-split problem: gold steps must never reach the labels of held-out problems."""
+    from eval.tasks import split_of
+
+    if split_of(problem.question) != "train":
+        raise ColaError("step labels read gold steps; a held-out problem reached the label code")
+    gold = {int(s[3]) for s in (problem.data or {}).get("steps", [])}
+    answer_at = text.find("\nAnswer:")
+    out, on_track = [], True
+    for m in _STEP.finditer(text, max(0, answer_at)):
+        a, op, b, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        on_track = on_track and _step_ok(a, op, b, r) and r in gold
+        out.append((m.end(), 1.0 if right or on_track else 0.0))
+    return out
+
+
+def label_batch(rm, rows: list[dict], problems: list, step_labels: bool):
+    """Token ids [B, T] (left-padded), mask, labels [B, T] and label weights [B, T]."""
+    from cola_models.tokenizer import left_pad, pad_id
+
+    tok = rm.tokenizer
+    enc = tok([r["text"] for r in rows], add_special_tokens=True, return_offsets_mapping=True)
+    ids, mask = left_pad(enc["input_ids"], pad_id(tok))
+    B, T = ids.shape
+    labels, weights = torch.zeros(B, T), torch.zeros(B, T)
+    for b, (row, offsets) in enumerate(zip(rows, enc["offset_mapping"])):
+        shift = T - len(offsets)  # left padding
+        right = row["reward"] > 0.5
+        labels[b, T - 1], weights[b, T - 1] = float(right), 1.0
+        if not step_labels or problems[row["p"]].task != "arith":
+            continue
+        for end, lab in step_ends(problems[row["p"]], row["text"], right):
+            t = next((i for i, (s, e) in enumerate(offsets) if e >= end and e > s), None)
+            if t is not None and shift + t < T - 1:
+                labels[b, shift + t], weights[b, shift + t] = lab, 1.0
+    return ids, mask, labels, weights
+
+
+# ---------------------------------------------------------------------------------- loss
+def pairwise_loss(final: Tensor, right: Tensor, group: Tensor) -> Tensor:
+    """Bradley-Terry over right/wrong pairs of the same problem: mean softplus(s_w - s_r).
+    final, right, group: [B]. Exactly zero (and no gradient) when no problem has both."""
+    same = group[:, None] == group[None, :]
+    pairs = same & right[:, None] & ~right[None, :]  # [B, B]: row right, column wrong
+    if not bool(pairs.any()):
+        return final.sum() * 0.0
+    diff = final[:, None] - final[None, :]  # s_r - s_w
+    return F.softplus(-diff[pairs]).mean()
+
+
+def verifier_loss(rm, rows, problems, cfg: VerifierConfig) -> tuple[Tensor, dict]:
+    ids, mask, labels, weights = label_batch(rm, rows, problems, cfg.step_labels)
+    logits = rm.token_logits(ids, mask)  # [B, T]
+    bce = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
+    bce = bce / weights.sum().clamp(min=1)
+    right = torch.tensor([r["reward"] > 0.5 for r in rows])
+    group = torch.tensor([r["p"] for r in rows])
+    pair = pairwise_loss(logits[:, -1], right, group)
+    loss = bce + cfg.pairwise_weight * pair
+    return loss, {"loss": loss.item(), "bce": bce.item(), "pairwise": pair.item()}
+
+
+# ---------------------------------------------------------------------------------- run
+def heldout_auc(rm, rows: list[dict]) -> dict:
+    """Within-problem AUC (bootstrap interval) and pooled AUC of the verifier on held-out rows."""
+    from eval.ranking import Group, pooled_auc, within_problem_auc
+
+    scores, _ = rm.score_texts([r["text"] for r in rows])
+    by: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        by.setdefault(r["p"], []).append(i)
+    groups = [
+        Group(
+            [scores[i] for i in ix],
+            [rows[i]["reward"] > 0.5 for i in ix],
+            [rows[i]["answer"] for i in ix],
+        )
+        for ix in by.values()
+    ]
+    w = within_problem_auc(groups)
+    return {
+        "auc_within": w["auc"],
+        "auc_lo": w["lo"],
+        "auc_hi": w["hi"],
+        "auc_pooled": pooled_auc(groups),
+    }
+
+
+def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> Path:
+    """Sample (cached), train, save the verifier as a reward-model directory; returns it."""
+    from cola_models.loading import load_model
+    from cola_models.reward_model import load_reward_model, reward_model_from_lm
+    from eval.tasks import get_task
+
+    from .common import load_weights, save_weights
+
+    vc = cfg.verifier
+    if not vc.policy or not vc.init:
+        raise ColaError(
+            "train verifier needs [verifier] policy (the final policy) and init (an LM)"
+        )
+    from cola_models.catalog import resolve_name
+
+    init = resolve_name(vc.init)
+    if init is None:
+        raise ColaError(f"verifier init {vc.init!r} is neither a bundled model nor a directory")
+    run = RunDir(out, "verifier", config_dict(cfg))
+    if run.done:
+        return run.model_dir
+    policy = load_model(vc.policy)
+    problems = train_problems(cfg.data)[: vc.n_problems]
+    seed = cfg.data.seed
+    held = get_task("arith").generate(
+        vc.heldout_problems, seed=stream_seed(seed, "held_out"), split="test"
+    )
+    rows = cached_samples(
+        run.path / "samples.jsonl", policy, problems, vc, seed, "verifier_samples"
+    )
+    held_rows = cached_samples(
+        run.path / "heldout.jsonl", policy, held, vc, seed, "verifier_heldout"
+    )
+    del policy
+    rm = reward_model_from_lm(init, seed=seed)
+    by_problem: dict[int, list[dict]] = {}
+    for r in rows:
+        by_problem.setdefault(r["p"], []).append(r)
+    keys = sorted(by_problem)
+
+    def step_fn(step: int, update) -> dict:
+        g = generator(seed, "verifier_batches", step)
+        pick = torch.randint(len(keys), (vc.batch_problems,), generator=g).tolist()
+        batch = [r for i in pick for r in by_problem[keys[i]]]
+        loss, metrics = verifier_loss(rm, batch, problems, vc)
+        metrics["grad_norm"] = update(loss)
+        if step % vc.eval_every == 0 or step == cfg.optim.steps - 1:
+            rm.model.eval()
+            metrics.update(heldout_auc(rm, held_rows))
+            rm.model.train()
+        return metrics
+
+    rows_log = train_loop(
+        run,
+        rm.model,
+        list(rm.model.parameters()),
+        step_fn,
+        cfg.optim,
+        description="verifier",
+        save_model=save_weights,
+        load_model_state=load_weights,
+        quiet=quiet,
+    )
+    rm.model.eval()
+    rm.meta.update({"policy": vc.policy, "heldout": heldout_auc(rm, held_rows)})
+    rm.save_pretrained(run.model_dir)
+    load_reward_model(run.model_dir)  # what was written loads as a reward model
+    run.finish({**rm.meta["heldout"], "final_loss": rows_log[-1]["loss"]})
+    return run.model_dir
