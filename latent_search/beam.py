@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ledger import Choice, Ledger
-from .steps import expand_steps
+from .steps import CANDIDATES, branching, candidate_steps
 from .tree import ROOT, Tree
 from .types import Backend, SearchResult, ValueFn
 
@@ -27,6 +27,8 @@ class BeamConfig:
     step_stop: tuple[str, ...] = (".", "\n")
     max_new_tokens: int = 256
     budget: int | None = None
+    candidates: str = "first-token"
+    """How a beam's next steps are proposed: "first-token" or "sampled" (see steps.py)."""
 
     def __post_init__(self) -> None:
         if self.beam_width < 1 or self.expand_k < 1 or self.max_steps < 1:
@@ -35,6 +37,10 @@ class BeamConfig:
             raise ValueError("step_tokens must be >= 0 and max_new_tokens >= 1")
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget={self.budget} must be >= 1")
+        if self.candidates not in CANDIDATES:
+            raise ValueError(
+                f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
+            )
 
 
 @dataclass
@@ -45,16 +51,20 @@ class _Hyp:
     done: bool = False
 
 
-def _grow(ledger: Ledger, trees, prompts, live, cfg: BeamConfig) -> list[tuple[int, _Hyp]]:
+def _grow(
+    ledger: Ledger, trees, prompts, live, cfg: BeamConfig, generator
+) -> list[tuple[int, _Hyp]]:
     """Every live hypothesis extended by each of its candidate steps (one batch)."""
-    steps, _ = expand_steps(
+    steps = candidate_steps(
         ledger,
         [i for i, _ in live],
         [prompts[i] + h.tokens for i, h in live],
+        mode=cfg.candidates,
         k=cfg.expand_k,
         step_tokens=cfg.step_tokens,
         stop=cfg.step_stop,
         room=[cfg.max_new_tokens - len(h.tokens) for _, h in live],
+        generator=generator,
     )
     new = []
     for (i, h), row_steps in zip(live, steps):
@@ -81,8 +91,14 @@ def _evaluate(ledger: Ledger, trees, prompts, new, value_fn: ValueFn) -> None:
 
 
 def beam_search(
-    backend: Backend, prompts: list[list[int]], cfg: BeamConfig, value_fn: ValueFn
+    backend: Backend,
+    prompts: list[list[int]],
+    cfg: BeamConfig,
+    value_fn: ValueFn,
+    *,
+    generator=None,
 ) -> list[SearchResult]:
+    """``generator`` draws the sampled step candidates (``cfg.candidates == "sampled"``)."""
     trees = [Tree(prompt_tokens=list(p)) for p in prompts]
     beams = [[_Hyp([], ROOT)] for _ in prompts]
     pools: list[list[_Hyp]] = [[] for _ in prompts]
@@ -92,7 +108,7 @@ def beam_search(
         live = [(i, h) for i in ledger.open_problems() for h in beams[i]]
         if not live:
             break
-        new = _grow(ledger, trees, prompts, live, cfg)
+        new = _grow(ledger, trees, prompts, live, cfg, generator)
         _evaluate(ledger, trees, prompts, new, value_fn)
         for i in {i for i, _ in new}:  # finished hypotheses leave for the pool; the best stay
             mine = [h for j, h in new if j == i]
@@ -105,6 +121,6 @@ def beam_search(
     for i, tree in enumerate(trees):
         pool = pools[i] or beams[i]
         best = max(pool, key=lambda h: h.score) if pool else _Hyp([], ROOT)
-        stats = {"nodes": len(tree), "finished": len(pools[i])}
+        stats = {"nodes": len(tree), "finished": len(pools[i]), "branching": branching(tree)}
         choices.append(Choice(best.tokens, tree, best.node, stats))
     return ledger.results(choices, algorithm="beam", config=cfg)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .ledger import Choice, Ledger
-from .steps import expand_steps
+from .steps import CANDIDATES, branching, candidate_steps
 from .tree import ROOT, Tree
 from .types import Backend, SearchResult, ValueFn
 
@@ -39,6 +39,8 @@ class MCTSConfig:
     c_visit: float = 50.0
     c_scale: float = 0.1
     """sigma(q) = (c_visit + max_b N(b)) * c_scale * q, the Gumbel paper's monotone transform."""
+    candidates: str = "first-token"
+    """How a node's child steps are proposed: "first-token" or "sampled" (see steps.py)."""
 
     def __post_init__(self) -> None:
         if self.simulations < 1 or self.expand_k < 1:
@@ -47,6 +49,12 @@ class MCTSConfig:
             raise ValueError("c_puct, step_tokens must be >= 0 and max_new_tokens >= 1")
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget={self.budget} must be >= 1")
+        if self.candidates not in CANDIDATES:
+            raise ValueError(
+                f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
+            )
+        if self.gumbel and self.candidates != "first-token":
+            raise ValueError("Gumbel root selection samples actions; use first-token candidates")
 
 
 def puct_child(tree: Tree, node: int, c_puct: float) -> int:
@@ -150,15 +158,17 @@ def _expand(ledger: Ledger, trees, gumbels, leaves, cfg: MCTSConfig, generator) 
     if not grow:
         return
     noise = _root_noise(grow, ledger.backend.n_actions, generator) if cfg.gumbel else None
-    steps, _ = expand_steps(
+    steps = candidate_steps(
         ledger,
         [i for i, _ in grow],
         [trees[i].prefix(n) for i, n in grow],
+        mode=cfg.candidates,
         k=cfg.expand_k,
         step_tokens=cfg.step_tokens,
         stop=cfg.step_stop,
         room=[cfg.max_new_tokens - trees[i].depth[n] for i, n in grow],
         noise=noise,
+        generator=generator,
     )
     for (i, n), row_steps in zip(grow, steps):
         for st in row_steps:
@@ -200,7 +210,7 @@ def _answer(ledger: Ledger, trees, gumbels, cfg: MCTSConfig) -> list[Choice]:
             tree.generated(n) + tails.get(i, []),
             tree,
             n,
-            {"nodes": len(tree), "simulations": tree.visits[ROOT]},
+            {"nodes": len(tree), "simulations": tree.visits[ROOT], "branching": branching(tree)},
         )
         for i, (tree, n) in enumerate(zip(trees, finish))
     ]

@@ -12,6 +12,7 @@ from .beam import BeamConfig, beam_search
 from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
 from .scorers import q_value_fn, q_value_scorer
+from .steps import CANDIDATES
 from .tree import Tree
 from .types import Backend, SearchResult, is_oracle
 
@@ -40,6 +41,9 @@ class SearchSpec:
     """Actions tried per node by beam and mcts (distinct first tokens)."""
     gumbel: bool = False
     """mcts: Gumbel root selection (sequential halving) instead of PUCT at the root."""
+    candidates: str = "first-token"
+    """beam / mcts: a node's child steps are its top actions' first tokens completed greedily
+    ("first-token") or the policy's own samples of the whole step ("sampled")."""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -70,6 +74,14 @@ class SearchSpec:
                 f"--budget does not apply to {self.algorithm} (one decode, sized by "
                 "--max-new-tokens); it binds best-of-n, beam, mcts and mcts-q"
             )
+        if self.candidates not in CANDIDATES:
+            raise ValueError(
+                f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
+            )
+        if self.candidates != "first-token" and self.algorithm not in ("beam", "mcts"):
+            raise ValueError("--step-candidates applies to beam and mcts")
+        if self.gumbel and self.candidates != "first-token":
+            raise ValueError("--gumbel samples root actions; it needs first-token candidates")
         if self.gumbel and self.algorithm != "mcts":
             raise ValueError("gumbel root selection is an option of --search mcts")
 
@@ -128,6 +140,7 @@ def run_search(
             max_new_tokens=spec.max_new_tokens,
             budget=spec.budget,
             gumbel=spec.gumbel,
+            candidates=spec.candidates,
         )
         return mcts(backend, prompts, mcfg, value_fn, generator=g, trees=trees, on_round=on_round)
     if spec.algorithm == "beam":
@@ -136,8 +149,9 @@ def run_search(
             expand_k=spec.expand_k,
             max_new_tokens=spec.max_new_tokens,
             budget=spec.budget,
+            candidates=spec.candidates,
         )
-        return beam_search(backend, prompts, cfg, value_fn)
+        return beam_search(backend, prompts, cfg, value_fn, generator=g)
     cfg = MCTSQConfig(
         rounds=spec.rounds,
         rollout_tokens=spec.max_new_tokens,

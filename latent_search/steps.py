@@ -1,8 +1,14 @@
 """Reasoning steps as search edges, shared by beam search and PUCT-MCTS.
 
-A step starts with one of the top-k actions at a node (all k decoded from the node's one
-backbone step; actions that produce the same token are merged into one edge whose prior is
-their summed probability) and continues greedily up to a step boundary.
+Two ways to propose a node's candidate steps:
+* ``expand_steps`` ("first-token"): a step starts with one of the top-k actions at the node (all
+  k decoded from the node's one backbone step; actions that produce the same token are merged
+  into one edge whose prior is their summed probability) and continues greedily up to a step
+  boundary. Cheap, but two candidates differ in their first token only.
+* ``sample_steps`` ("sampled"): k samples of the whole step from the policy (sampled latent
+  actions at every token, as search-and-learn samples step completions), identical ones merged
+  (prior = their share of the k). Candidates then differ wherever the policy is uncertain
+  within the step, which is where a reading error (a wrong number copied) happens.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from torch import Tensor
 
 from .ledger import Ledger
 from .types import Prior
+
+CANDIDATES = ("first-token", "sampled")
 
 
 @dataclass
@@ -82,3 +90,68 @@ def expand_steps(
             s.tokens += out[: room[row] - 1]
             s.terminal = eos in s.tokens
     return steps, prior
+
+
+def sample_steps(
+    ledger: Ledger,
+    owners: list[int],
+    prefixes: list[list[int]],
+    *,
+    k: int,
+    step_tokens: int,
+    stop: tuple[str, ...],
+    room: list[int],
+    generator: torch.Generator | None,
+) -> list[list[Step]]:
+    """k sampled completions of the next step of each prefix (one batched rollout), merged by
+    their tokens; an edge's action is the index of its first sample, its prior the share of the
+    k samples that wrote it."""
+    eos = ledger.backend.eos_id
+    rows = [i for i in range(len(prefixes)) for _ in range(k)]
+    outs = ledger.rollout(
+        [owners[i] for i in rows],
+        [prefixes[i] for i in rows],
+        max(1, min(step_tokens or 1, max(room))),
+        sample=True,
+        generator=generator,
+        stop=stop,
+    )
+    steps: list[dict[tuple[int, ...], Step]] = [{} for _ in prefixes]
+    for j, (i, out) in enumerate(zip(rows, outs)):
+        toks = tuple(out[: max(1, room[i])])
+        if toks in steps[i]:
+            steps[i][toks].prior += 1.0 / k
+        else:
+            steps[i][toks] = Step(j % k, list(toks), 1.0 / k, eos in toks)
+    return [list(s.values()) for s in steps]
+
+
+def candidate_steps(
+    ledger: Ledger,
+    owners: list[int],
+    prefixes: list[list[int]],
+    *,
+    mode: str,
+    k: int,
+    step_tokens: int,
+    stop: tuple[str, ...],
+    room: list[int],
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[Step]]:
+    """The candidate steps of each prefix, proposed the ``mode`` way (see the module docstring)."""
+    if mode == "sampled":
+        return sample_steps(
+            ledger, owners, prefixes, k=k, step_tokens=step_tokens, stop=stop, room=room,
+            generator=generator,
+        )  # fmt: skip
+    steps, _ = expand_steps(
+        ledger, owners, prefixes, k=k, step_tokens=step_tokens, stop=stop, room=room, noise=noise
+    )
+    return steps
+
+
+def branching(tree) -> float:
+    """Mean distinct children per expanded node: how different a search's candidates are."""
+    kids = [len(set(c.values())) for c in tree.children if c]
+    return sum(kids) / len(kids) if kids else 0.0

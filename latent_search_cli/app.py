@@ -153,6 +153,13 @@ NOpt = Annotated[int, typer.Option("--n", help="best-of-n samples.")]
 WidthOpt = Annotated[int, typer.Option(help="beam width.")]
 ExpandOpt = Annotated[int, typer.Option(help="Actions tried per node (beam, mcts).")]
 GumbelOpt = Annotated[bool, typer.Option(help="mcts: Gumbel root selection.")]
+CandidatesOpt = Annotated[
+    str,
+    typer.Option(
+        help="beam / mcts child steps: first-token (top actions, completed greedily) | sampled "
+        "(the policy's own samples of the whole step)."
+    ),
+]
 ValueModelOpt = Annotated[
     str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
 ]
@@ -187,7 +194,17 @@ def eval_progress(update):
 
 
 def search_spec(
-    search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
+    search,
+    budget,
+    scorer,
+    max_new_tokens,
+    seed,
+    rounds,
+    n,
+    beam_width,
+    expand_k,
+    gumbel,
+    candidates="first-token",
 ):
     from latent_search.search import SearchSpec
 
@@ -202,6 +219,7 @@ def search_spec(
         beam_width=beam_width,
         expand_k=expand_k,
         gumbel=gumbel,
+        candidates=candidates,
     )
 
 
@@ -222,6 +240,7 @@ def solve(
     beam_width: WidthOpt = 4,
     expand_k: ExpandOpt = 4,
     gumbel: GumbelOpt = False,
+    step_candidates: CandidatesOpt = "first-token",
     tree_out: Annotated[
         Path | None, typer.Option(help="Write the search tree (JSON; mcts/mcts-q: every round).")
     ] = None,
@@ -244,7 +263,17 @@ def solve(
         if path is not None:  # before any model work
             check_writable_file(path, flag)
     spec = search_spec(
-        search, budget, scorer, max_new_tokens, seed, rounds, n, beam_width, expand_k, gumbel
+        search,
+        budget,
+        scorer,
+        max_new_tokens,
+        seed,
+        rounds,
+        n,
+        beam_width,
+        expand_k,
+        gumbel,
+        step_candidates,
     )
     cfg = SolveConfig(
         model=model,
@@ -300,6 +329,7 @@ def evaluate(
     beam_width: WidthOpt = 4,
     expand_k: ExpandOpt = 4,
     gumbel: GumbelOpt = False,
+    step_candidates: CandidatesOpt = "first-token",
     samples: Annotated[int, typer.Option(help="Searches per problem (maj@k, pass@k).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
     value_model: ValueModelOpt = None,
@@ -343,7 +373,17 @@ def evaluate(
         raise ValueError(f"unknown metric {metric!r}; choose accuracy or diversity")
 
     spec = search_spec(
-        search, budget, scorer, max_new_tokens or 256, seed, rounds, n, beam_width, expand_k, gumbel
+        search,
+        budget,
+        scorer,
+        max_new_tokens or 256,
+        seed,
+        rounds,
+        n,
+        beam_width,
+        expand_k,
+        gumbel,
+        step_candidates,
     )
     cfg = EvalConfig(
         task=task,

@@ -15,15 +15,21 @@ SEARCHES = [
     SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3),
     SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, gumbel=True),
     SearchSpec("mcts-q", rounds=12, max_new_tokens=8),
+    SearchSpec("beam", max_new_tokens=8, expand_k=3, candidates="sampled"),
+    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, candidates="sampled"),
 ]
 
 
-@pytest.mark.parametrize("spec", SEARCHES, ids=lambda s: s.algorithm + ("-gumbel" * s.gumbel))
+@pytest.mark.parametrize(
+    "spec",
+    SEARCHES,
+    ids=lambda s: s.algorithm + ("-gumbel" * s.gumbel) + ("-sampled" * (s.candidates == "sampled")),
+)
 def test_per_problem_tokens_add_up_to_all_model_work(spec):
     be = Counting(ToyBackend(n_actions=4, horizon=4))
     results = run_search(be, [[0], [1], [2]], spec, answer_fn=str)
     assert sum(r.tokens_used for r in results) == sum(be.totals.values()) > 0
-    if spec.algorithm in ("beam", "mcts", "mcts-q"):
+    if spec.algorithm in ("beam", "mcts", "mcts-q") and spec.candidates == "first-token":
         assert be.totals["expand"] > 0  # the toy charges its expansions: they reach the ledger
 
 
