@@ -6,7 +6,8 @@ For each held-out arith problem, k policy samples (one batch), then for each gol
   accuracy choosing by the score and by score-weighted vote;
 beside majority vote and ORACLE pass@k (any sample right: reads the gold answer, the ceiling of
 any selection). Scorers: the Q head's V(s) = sum_a pi(a|s) Q(s,a) before the last token (what the
-searches rank by today) and the LM's mean per-token probability of the sample (untrained).
+searches rank by today), the LM's mean per-token probability of the sample (untrained), and any
+reward model given with --verifier (e.g. OUT/verifier/model of the pipeline).
 
 Run:  python bench/scorer_report.py --model tiny-arith --problems 200 --k 32
 """
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verifier", type=Path, action="append", default=[], help="reward-model dir")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -93,6 +95,14 @@ def main() -> None:
             scores["q_value"] += state_values(
                 be.prior([q[:-1] for q in seqs[s : s + 256]])
             ).tolist()
+    for path in args.verifier:  # reward models read the decoded text, as in search
+        from cola_models.reward_model import load_reward_model
+
+        rm = load_reward_model(path)
+        texts = [model.tokenizer.decode(s, skip_special_tokens=True) for s in seqs]
+        scores[f"verifier:{path.name if path.name != 'model' else path.parent.name}"] = (
+            rm.score_texts(texts)[0]
+        )
     ks = [k for k in (1, 4, 8, 16, 32, 64) if k <= args.k]
 
     def groups(vals):
