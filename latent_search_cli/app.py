@@ -193,34 +193,27 @@ def eval_progress(update):
     return progress
 
 
-def search_spec(
-    search,
-    budget,
-    scorer,
-    max_new_tokens,
-    seed,
-    rounds,
-    n,
-    beam_width,
-    expand_k,
-    gumbel,
-    candidates="first-token",
-):
+# The command-line flags that make a SearchSpec, and the spec field each one sets.
+_SPEC_FLAGS = {
+    "search": "algorithm",
+    "budget": "budget",
+    "scorer": "scorer",
+    "max_new_tokens": "max_new_tokens",
+    "seed": "seed",
+    "rounds": "rounds",
+    "n": "n",
+    "beam_width": "beam_width",
+    "expand_k": "expand_k",
+    "gumbel": "gumbel",
+    "step_candidates": "candidates",
+}
+
+
+def search_spec(flags: dict):
+    """The SearchSpec a command's flags ask for (validated: a bad combination is one line)."""
     from latent_search.search import SearchSpec
 
-    return SearchSpec(
-        algorithm=search,
-        budget=budget,
-        max_new_tokens=max_new_tokens,
-        n=n,
-        rounds=rounds,
-        scorer=scorer,
-        seed=seed,
-        beam_width=beam_width,
-        expand_k=expand_k,
-        gumbel=gumbel,
-        candidates=candidates,
-    )
+    return SearchSpec(**{field: flags[flag] for flag, field in _SPEC_FLAGS.items()})
 
 
 @app.command()
@@ -262,19 +255,7 @@ def solve(
     for path, flag in ((tree_out, "--tree-out"), (viz, "--viz")):
         if path is not None:  # before any model work
             check_writable_file(path, flag)
-    spec = search_spec(
-        search,
-        budget,
-        scorer,
-        max_new_tokens,
-        seed,
-        rounds,
-        n,
-        beam_width,
-        expand_k,
-        gumbel,
-        step_candidates,
-    )
+    spec = search_spec(locals())
     cfg = SolveConfig(
         model=model,
         search=spec,
@@ -372,19 +353,7 @@ def evaluate(
     if metric != "accuracy":
         raise ValueError(f"unknown metric {metric!r}; choose accuracy or diversity")
 
-    spec = search_spec(
-        search,
-        budget,
-        scorer,
-        max_new_tokens or 256,
-        seed,
-        rounds,
-        n,
-        beam_width,
-        expand_k,
-        gumbel,
-        step_candidates,
-    )
+    spec = search_spec({**locals(), "max_new_tokens": max_new_tokens or 256})
     cfg = EvalConfig(
         task=task,
         model=model,
