@@ -107,12 +107,15 @@ class TorchBackend:
         for k in keys:  # a prefix asked twice in one call is paid once
             self.last_costs.append(0 if k in seen else cost[k])
             seen.add(k)
-        for k, st in rows.items():
-            self._remember(k, st)
+        # Take every state this call returns before remembering the new ones: remembering can
+        # evict (LRU bound reached inside the call), and must not evict what the call needs.
+        needed = [rows.get(k) or self._states[k] for k in keys]
         for k in keys:
             if k in self._states:
                 self._states.move_to_end(k)
-        return self._state_cls.cat([rows.get(k) or self._states[k] for k in keys])
+        for k, st in rows.items():
+            self._remember(k, st)
+        return self._state_cls.cat(needed)
 
     def _extend(self, todo: list[tuple[tuple[int, ...], int]]) -> dict:
         """States of keys k from their cached ancestors k[:-j]: j batched incremental steps,

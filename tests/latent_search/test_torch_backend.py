@@ -95,3 +95,15 @@ def test_state_cache_is_bounded_by_memory(tiny_cola):
     be.prior([[1, 60, 61, 62]])
     assert be._cached_tokens <= 10 and (1, 60, 61, 62) in be._states
     assert (1, 40, 41, 42) not in be._states  # least recently used went first
+
+
+def test_eviction_inside_one_call_never_drops_a_state_the_call_needs(tiny_cola):
+    be = TorchBackend(tiny_cola, cache_rows=4)
+    cached = [[1, 40 + i] for i in range(4)]
+    be.prior(cached)  # the cache is full
+    fresh = [[1, 60 + i, 61] for i in range(6)]  # remembering these evicts older rows mid-call
+    prior = be.prior(cached + fresh)  # needs the 4 cached states and the 6 new ones at once
+    assert prior.logits.shape[0] == 10
+    alone = TorchBackend(tiny_cola).prior(cached + fresh)
+    torch.testing.assert_close(prior.logits, alone.logits)
+    assert len(be._states) <= 4
