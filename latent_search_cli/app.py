@@ -330,8 +330,10 @@ def evaluate(
     from eval.runner import EvalConfig, run_eval
 
     if metric == "diversity":
+        from cola_models.atomic import check_writable_dir
         from eval.diversity_run import run_diversity
 
+        check_writable_dir(out)  # before any model work
         report = run_diversity(
             model_name=model,
             task=task,
