@@ -165,20 +165,38 @@ def summarize(records: list[dict], cfg: EvalConfig, items: list, warnings=(), no
 
 
 def run_eval(
-    cfg: EvalConfig, out: str | Path, *, progress: Callable[[int, int, int], None] | None = None
+    cfg: EvalConfig,
+    out: str | Path,
+    *,
+    progress: Callable[[int, int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Evaluate into ``out``. Everything is validated (the output place, a previous run's
     settings, the data, the model) before anything is written, and the directory has one writer
-    at a time. ``progress(done, total, correct)`` runs after every batch."""
-    from cola_models.atomic import WriterLock, check_writable_dir
+    at a time. ``progress(done, total, correct)`` runs after every batch.
+
+    ``shard=(i, n)``: evaluate problems i, i+n, i+2n, ... into ``out/shard-i-of-n`` (a run
+    directory of its own); ``merge_shards`` then writes the results a single process would."""
+    from cola_models.atomic import check_writable_dir
+
+    out = check_writable_dir(out)
+    items, warnings, notes = load_items(cfg)
+    if shard is not None:
+        i, n = shard
+        if not 0 <= i < n:
+            raise ValueError(f"--shard {i}/{n}: the index must be in 0..{n - 1}")
+        out, items = out / f"shard-{i}-of-{n}", items[i::n]
+    return _evaluate_into(out, cfg, items, warnings, notes, progress)
+
+
+def _evaluate_into(out: Path, cfg: EvalConfig, items, warnings, notes, progress) -> dict:
+    from cola_models.atomic import WriterLock
 
     from .rundir import held_config, refuse_other_run
 
-    out = check_writable_dir(out)
     conf_path, res_path = out / "config.json", out / "results.jsonl"
     want = _config_dict(cfg)
     refuse_other_run(out, _identity(held_config(conf_path)), want, "an eval run")
-    items, warnings, notes = load_items(cfg)
     done, _ = _read_done(res_path)
     todo = [it for it in items if it.id not in done]
     searcher = _searcher(cfg) if todo else None
@@ -203,6 +221,38 @@ def run_eval(
                 progress(len(records), len(items), sum(r["correct"] for r in records))
         if searcher is not None and hasattr(searcher.backend, "close"):
             searcher.backend.close()  # an engine holds (GPU) memory until closed
+        summary = summarize(records, cfg, items, warnings, notes)
+        write_atomic_json(out / "summary.json", summary)
+    return summary
+
+
+def merge_shards(cfg: EvalConfig, out: str | Path, n: int) -> dict:
+    """Join the n finished shards of ``out`` into ``out/results.jsonl`` and ``summary.json``, in
+    the problems' order: what one process evaluating them all writes. A missing or unfinished
+    shard, or one with other settings, is a one-line error."""
+    from cola_models.atomic import WriterLock
+
+    from .rundir import held_config, refuse_other_run
+
+    out = Path(out)
+    items, warnings, notes = load_items(cfg)
+    want = _config_dict(cfg)
+    by_id: dict[str, dict] = {}
+    for i in range(n):
+        shard = out / f"shard-{i}-of-{n}"
+        refuse_other_run(shard, _identity(held_config(shard / "config.json")), want, "a shard")
+        done, _ = _read_done(shard / "results.jsonl")
+        missing = [it.id for it in items[i::n] if it.id not in done]
+        if missing:
+            raise ValueError(f"{shard} is missing {len(missing)} problem(s), e.g. {missing[0]}")
+        by_id.update(done)
+    records = [by_id[it.id] for it in items]
+    with WriterLock(out, "latent-search eval --merge-shards"):
+        refuse_other_run(out, _identity(held_config(out / "config.json")), want, "an eval run")
+        write_atomic_json(out / "config.json", {**want, "limit": cfg.limit})
+        write_atomic_lines(
+            out / "results.jsonl", [json.dumps(r, ensure_ascii=False) for r in records]
+        )
         summary = summarize(records, cfg, items, warnings, notes)
         write_atomic_json(out / "summary.json", summary)
     return summary

@@ -323,6 +323,12 @@ def evaluate(
         str, typer.Option(help="accuracy | diversity (semantic diversity of sampling modes).")
     ] = "accuracy",
     embedder: Annotated[str, typer.Option(help="diversity: minilm | ngram.")] = "minilm",
+    shard: Annotated[
+        str | None, typer.Option(help="Evaluate share I/N of the problems into OUT/shard-I-of-N.")
+    ] = None,
+    merge_shards: Annotated[
+        int | None, typer.Option(help="Join the N finished shards of OUT into its results.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate a model + search on a problem set: results.jsonl and summary.json in OUT.
@@ -372,10 +378,28 @@ def evaluate(
         allow_download=allow_download,
     )
 
+    from eval.runner import merge_shards as merge
+    from eval.sharded import parse_shard, run_distributed, torchrun_rank
+
     from .progress import bar, is_live
 
-    with bar(f"eval {task} {search}", None, live=is_live(as_json), unit="problems") as update:
-        summary = run_eval(cfg, out, progress=eval_progress(update))
+    if merge_shards is not None:
+        summary = merge(cfg, out, merge_shards)
+    elif torchrun_rank() is not None and shard is None:  # torchrun: every rank a share
+        rank, _ = torchrun_rank()
+        live = is_live(as_json) and rank == 0
+        with bar(f"eval {task} {search}", None, live=live, unit="problems") as update:
+            summary = run_distributed(cfg, out, progress=eval_progress(update))
+        if summary is None:
+            return  # rank 0 reports
+    else:
+        with bar(f"eval {task} {search}", None, live=is_live(as_json), unit="problems") as update:
+            summary = run_eval(
+                cfg,
+                out,
+                progress=eval_progress(update),
+                shard=parse_shard(shard) if shard else None,
+            )
     for w in summary["skipped_data_lines"]:
         typer.echo(f"warning: skipped {w}", err=True)
     for note in summary["notes"]:

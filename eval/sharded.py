@@ -1,0 +1,54 @@
+"""Evaluation across many processes, on torch.distributed (``torchrun``) or as a job array.
+
+Problems are dealt round-robin to ranks (rank i of n takes problems i, i+n, ...); each rank
+evaluates its share into ``OUT/shard-i-of-n`` (a resumable run directory with its own lock),
+and the merge writes ``OUT/results.jsonl`` and ``summary.json`` in problem order, the files one
+process would have written. Under ``torchrun`` the ranks meet at a gloo barrier and rank 0
+merges; where ranks cannot talk (Slurm job arrays), each job runs ``eval --shard i/n`` and one
+more runs ``eval --merge-shards n`` with the same settings.
+
+Deviation to know: a problem's samples are drawn from its batch's random stream, so sampled
+searches (sample, best-of-n, mcts with Gumbel) give other samples when batches are composed
+differently; deterministic searches (greedy, beam, mcts, mcts-q) give the same records.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+
+def torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when launched by torchrun with more than one process, else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return int(os.environ.get("RANK", "0")), world
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r} must read I/N, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def run_distributed(cfg, out, *, progress=None, timeout_minutes: int = 600) -> dict | None:
+    """This rank's shard, a barrier, then rank 0's merge; returns the summary on rank 0."""
+    import torch.distributed as dist
+
+    from .runner import merge_shards, run_eval
+
+    rank, world = torchrun_rank()
+    dist.init_process_group("gloo", timeout=timedelta(minutes=timeout_minutes))
+    try:
+        run_eval(cfg, out, progress=progress if rank == 0 else None, shard=(rank, world))
+        dist.barrier()
+        summary = merge_shards(cfg, out, world) if rank == 0 else None
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,60 @@
+"""Evaluation across processes: shards (job arrays) and torchrun ranks write, after the merge,
+the records one process writes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from eval.runner import EvalConfig, merge_shards, run_eval
+
+
+def _records(path):
+    # Seconds are wall time, the one field that differs from run to run.
+    return [
+        {k: v for k, v in json.loads(x).items() if k != "seconds"}
+        for x in path.read_text().splitlines()
+    ]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    run_eval(EvalConfig(limit=6, batch_size=2), out)
+    return out
+
+
+def test_shards_merge_into_what_one_process_writes(single, tmp_path):
+    cfg = EvalConfig(limit=6, batch_size=3)  # other batches: the records must not care
+    with pytest.raises(ValueError, match="shard-1-of-2 is missing 3 problem"):
+        run_eval(cfg, tmp_path, shard=(0, 2))
+        merge_shards(cfg, tmp_path, 2)
+    run_eval(cfg, tmp_path, shard=(1, 2))
+    summary = merge_shards(cfg, tmp_path, 2)
+    assert _records(tmp_path / "results.jsonl") == _records(single / "results.jsonl")
+    assert summary["n"] == 6
+    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(
+        (single / "config.json").read_text()
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        merge_shards(EvalConfig(limit=6, search=cfg.search.__class__(seed=3)), tmp_path, 2)
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None
+    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="needs torchrun",
+)
+def test_two_torchrun_ranks_write_what_one_process_writes(single, tmp_path):
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--nproc-per-node", "2", "--log-dir", str(tmp_path / "logs"), "-m",
+           "latent_search_cli", "eval", "--limit", "6", "--batch-size", "2", "--out",
+           str(tmp_path / "run"), "--json"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["n"] == 6  # rank 0 reports once
+    assert _records(tmp_path / "run" / "results.jsonl") == _records(single / "results.jsonl")
