@@ -119,7 +119,7 @@ class CountdownTask:
         """1.0 iff the last \\boxed{} is an expression over the given numbers equal to the target.
 
         `\\boxed{expr = target}` is accepted (the stated right-hand side must be the target). The
-        expression goes through the safe parser in `eval.countdown_expr`, never through eval().
+        expression goes through the safe parser in `eval.tasks.countdown_expr`, never through eval().
         """
         try:
             if not isinstance(text, str):
