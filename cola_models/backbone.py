@@ -72,26 +72,44 @@ class Backbone(nn.Module):
         cache: StackCache | None = None,
     ) -> tuple[Tensor, StackCache]:
         """input_ids, positions: [B, T]; key_mask: [B, S] (past + T). Returns h [B, T, D], cache."""
-        from transformers import DynamicCache
-
-        hf_cache = DynamicCache(
-            ddp_cache_data=list(zip(cache.keys, cache.values)) if cache is not None else None
-        )
+        cache = (cache or StackCache()).extended(input_ids.shape[1])
         out = self.lm.get_decoder()(
             input_ids=input_ids,
             attention_mask=key_mask.long(),
             position_ids=positions,
-            past_key_values=hf_cache,
+            past_key_values=in_place_hf_cache(
+                cache, self.hf_config.num_hidden_layers, past=cache.length - input_ids.shape[1]
+            ),
             use_cache=True,
         )
-        layers = out.past_key_values.layers
-        return out.last_hidden_state, StackCache(
-            [layer.keys for layer in layers], [layer.values for layer in layers]
-        )
+        return out.last_hidden_state, cache
 
     def token_logits(self, h: Tensor) -> Tensor:
         """The plain LM's next-token logits from h: [..., D] -> [..., V]."""
         return self.lm_head(h)
+
+
+def in_place_hf_cache(cache: StackCache, n_layers: int, *, past: int):
+    """An HF ``Cache`` whose layers write the new keys/values into ``cache``'s buffers in place
+    (HF's DynamicCache concatenates: a copy of the whole cache at every decode step)."""
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class InPlaceLayer(DynamicLayer):
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+            if past:  # the past, as views: HF reads the cache's length from them
+                self.keys = cache.kbuf[index][:, :, :past]
+                self.values = cache.vbuf[index][:, :, :past]
+                self.dtype, self.device = self.keys.dtype, self.keys.device
+                self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            self.keys, self.values = cache.write(self.index, key_states, value_states)
+            self.is_initialized = True
+            return self.keys, self.values
+
+    return Cache(layers=[InPlaceLayer(i) for i in range(n_layers)])
 
 
 def quiet_hf() -> None:

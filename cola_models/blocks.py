@@ -61,36 +61,122 @@ def rope(x: Tensor, positions: Tensor, theta: float) -> Tensor:
     return x * cos + _rotate_half(x) * sin
 
 
-@dataclass
 class StackCache:
-    """Per-layer keys/values of one block stack: each [B, H_kv, S, hd]."""
+    """Per-layer keys/values of one block stack, each layer in a preallocated buffer
+    [B, H_kv, C, hd] of which this state owns the first ``length`` slots.
 
-    keys: list[Tensor]
-    values: list[Tensor]
+    Appending a token writes one slot in place, so a decode step costs that token rather than a
+    copy of the whole cache (the capacity C grows geometrically when full). States are values:
+    several may share one buffer, each owning a prefix of it. ``tip`` (shared by every state over
+    the same buffers) records how far any of them has written; only the state at the tip may
+    append in place. Extending an older state a second time (a search node branching twice)
+    copies its prefix first, so no state ever sees another's tokens.
+    """
 
-    @property
-    def length(self) -> int:
-        return self.keys[0].shape[2] if self.keys else 0
+    GROWTH = 1.5  # capacity multiplier when a buffer is full: amortised O(1) copies per token
+    MIN_ROOM = 32  # slots added at least, so short decodes do not reallocate every few tokens
 
-    def select(self, index: Tensor) -> StackCache:
-        """Rows ``index`` [B'] of the batch (a copy; used to branch search nodes)."""
-        return StackCache([k[index] for k in self.keys], [v[index] for v in self.values])
-
-    def pad_left(self, n: int) -> StackCache:
-        """Prepend ``n`` empty (masked) key/value slots to every layer."""
-        if n == 0:
-            return self
-        pad = lambda t: torch.nn.functional.pad(t, (0, 0, n, 0))  # noqa: E731
-        return StackCache([pad(k) for k in self.keys], [pad(v) for v in self.values])
+    def __init__(
+        self,
+        kbuf: list[Tensor] | None = None,
+        vbuf: list[Tensor] | None = None,
+        length: int = 0,
+        tip: list[int] | None = None,
+    ) -> None:
+        self.kbuf = kbuf if kbuf is not None else []
+        self.vbuf = vbuf if vbuf is not None else []
+        self.length = length
+        self.tip = tip if tip is not None else [length]
 
     @staticmethod
-    def cat(caches: list[StackCache]) -> StackCache:
-        """Concatenate equal-length caches along the batch."""
-        n_layers = len(caches[0].keys)
+    def from_tensors(keys: list[Tensor], values: list[Tensor]) -> StackCache:
+        """Wrap exact per-layer tensors [B, H_kv, S, hd] (capacity S; no copy)."""
+        return StackCache(list(keys), list(values), keys[0].shape[2] if keys else 0)
+
+    @property
+    def keys(self) -> list[Tensor]:
+        return [k[:, :, : self.length] for k in self.kbuf]  # views [B, H_kv, S, hd]
+
+    @property
+    def values(self) -> list[Tensor]:
+        return [v[:, :, : self.length] for v in self.vbuf]
+
+    @property
+    def capacity(self) -> int:
+        return self.kbuf[0].shape[2] if self.kbuf else 0
+
+    def _room_for(self, n: int) -> int:
+        return max(n, int(self.capacity * self.GROWTH), self.length + self.MIN_ROOM)
+
+    def extended(self, n_new: int) -> StackCache:
+        """A cache of ``length + n_new`` slots whose last ``n_new`` the next forward fills
+        (``write``): the same buffers when this state is at the tip and they have room, else a
+        copy of this state's prefix into larger ones."""
+        S, need = self.length, self.length + n_new
+        if not self.kbuf:  # a prefill: buffers are allocated by the first write, exactly sized
+            return StackCache([], [], need, [need])
+        if self.tip[0] == S and need <= self.capacity:
+            self.tip[0] = need
+            return StackCache(self.kbuf, self.vbuf, need, self.tip)
+        room = self._room_for(need)
         return StackCache(
-            [torch.cat([c.keys[i] for c in caches]) for i in range(n_layers)],
-            [torch.cat([c.values[i] for c in caches]) for i in range(n_layers)],
+            [_copy_prefix(k, S, room) for k in self.kbuf],
+            [_copy_prefix(v, S, room) for v in self.vbuf],
+            need,
+            [need],
         )
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store layer ``layer``'s new keys/values [B, H_kv, T, hd] in the last T slots and return
+        the layer's full keys/values (views [B, H_kv, length, hd])."""
+        T = k.shape[2]
+        if layer == len(self.kbuf):  # prefill: allocate exactly (a decode grows it once)
+            self.kbuf.append(k.new_empty(k.shape[0], k.shape[1], self.length, k.shape[3]))
+            self.vbuf.append(v.new_empty(v.shape[0], v.shape[1], self.length, v.shape[3]))
+        self.kbuf[layer][:, :, self.length - T : self.length] = k
+        self.vbuf[layer][:, :, self.length - T : self.length] = v
+        return self.kbuf[layer][:, :, : self.length], self.vbuf[layer][:, :, : self.length]
+
+    def select(self, index: Tensor, room: int = 0) -> StackCache:
+        """Rows ``index`` [B'] of the batch (a copy of their prefixes, ``room`` free slots after;
+        used to branch search nodes and to drop finished rows)."""
+        S = self.length
+        return StackCache(
+            [_copy_prefix(k[:, :, :S][index], S, S + room) for k in self.kbuf],
+            [_copy_prefix(v[:, :, :S][index], S, S + room) for v in self.vbuf],
+            S,
+        )
+
+    @staticmethod
+    def cat(caches: list[StackCache], room: int = 0) -> StackCache:
+        """Concatenate along the batch, right-aligned to the longest (left slots of shorter ones
+        are masked padding), with ``room`` free slots after: one copy per layer."""
+        S = max(c.length for c in caches)
+        n_layers = len(caches[0].kbuf)
+
+        def layer(bufs: str, i: int) -> Tensor:
+            parts = [getattr(c, bufs)[i] for c in caches]
+            B = sum(p.shape[0] for p in parts)
+            first = parts[0]
+            out = first.new_zeros(B, first.shape[1], S + room, first.shape[3])
+            row = 0
+            for c, p in zip(caches, parts):
+                out[row : row + p.shape[0], :, S - c.length : S] = p[:, :, : c.length]
+                row += p.shape[0]
+            return out
+
+        return StackCache(
+            [layer("kbuf", i) for i in range(n_layers)],
+            [layer("vbuf", i) for i in range(n_layers)],
+            S,
+        )
+
+
+def _copy_prefix(buf: Tensor, length: int, capacity: int) -> Tensor:
+    """A new buffer [B, H, capacity, hd] holding buf's first ``length`` slots."""
+    out = buf.new_empty(buf.shape[0], buf.shape[1], capacity, buf.shape[3])
+    out[:, :, :length] = buf[:, :, :length]
+    return out
 
 
 class Attention(nn.Module):
@@ -103,21 +189,19 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(s.n_heads * s.head_dim, s.dim, bias=False)
 
     def forward(
-        self, x: Tensor, positions: Tensor, mask: Tensor, past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        self, x: Tensor, positions: Tensor, mask: Tensor, cache: StackCache, layer: int
+    ) -> Tensor:
         s = self.s
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, s.n_heads, s.head_dim).transpose(1, 2)  # [B, H, T, hd]
         k = self.k_proj(x).view(B, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
         q, k = rope(q, positions, s.rope_theta), rope(k, positions, s.rope_theta)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)  # [B, H_kv, S, hd]
-            v = torch.cat([past[1], v], dim=2)
+        k, v = cache.write(layer, k, v)  # past + new, in place: [B, H_kv, S, hd]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, enable_gqa=s.n_heads != s.n_kv_heads
         )  # [B, H, T, hd]
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), (k, v)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
 class Block(nn.Module):
@@ -130,11 +214,10 @@ class Block(nn.Module):
         self.up_proj = nn.Linear(s.dim, s.ffn, bias=False)
         self.down_proj = nn.Linear(s.ffn, s.dim, bias=False)
 
-    def forward(self, x, positions, mask, past):
-        a, kv = self.attn(self.input_norm(x), positions, mask, past)
-        x = x + a
+    def forward(self, x, positions, mask, cache: StackCache, layer: int):
+        x = x + self.attn(self.input_norm(x), positions, mask, cache, layer)
         h = self.post_norm(x)
-        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h)), kv
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
 
 
 def attention_mask(key_mask: Tensor, n_new: int) -> Tensor:
@@ -165,10 +248,7 @@ class BlockStack(nn.Module):
     ) -> tuple[Tensor, StackCache]:
         """x: [B, T, D]; positions: [B, T]; key_mask: [B, S] with S = past + T. Returns y, cache."""
         mask = attention_mask(key_mask, x.shape[1])
-        keys, values = [], []
+        cache = (cache or StackCache()).extended(x.shape[1])
         for i, layer in enumerate(self.layers):
-            past = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x, (k, v) = layer(x, positions, mask, past)
-            keys.append(k)
-            values.append(v)
-        return self.norm(x), StackCache(keys, values)
+            x = layer(x, positions, mask, cache, i)
+        return self.norm(x), cache

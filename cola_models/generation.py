@@ -93,12 +93,13 @@ class _Decoder:
 class _ColaDecoder(_Decoder):
     """Acts with latent actions: the policy picks a_t, the world model decodes x_{t+1}."""
 
-    def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def choose(self, state, forced: Tensor, live: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cfg, model = self.cfg, self.model
         temperature = cfg.action_temperature or model.config.action_temperature
         top_k = model.config.action_top_k if cfg.action_top_k is None else cfg.action_top_k
-        actions, logps = self._act(state.policy_logits, forced, temperature, top_k)  # [b, K]
-        token_logits = model.next_token_logits(state, actions[:, None])[:, 0]  # [b, V]
+        logits = state.policy_logits[live]  # [b, K]
+        actions, logps = self._act(logits, forced, temperature, top_k)  # [b]
+        token_logits = model.world_logits(state.h[live], actions)  # [b, V]
         if cfg.token == "greedy":
             tokens = token_logits.argmax(-1)
         else:
@@ -111,12 +112,20 @@ class _TokenDecoder(_Decoder):
     "greedy" argmax, "sample" with action_temperature (default 1) / action_top_k (default all),
     "uniform" random tokens (the random-token control)."""
 
-    def choose(self, state, forced: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def choose(self, state, forced: Tensor, live: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cfg = self.cfg
         tokens, logps = self._act(
-            state.logits, forced, cfg.action_temperature or 1.0, cfg.action_top_k or 0
-        )  # [b, V]
+            state.logits[live], forced, cfg.action_temperature or 1.0, cfg.action_top_k or 0
+        )  # [b]
         return tokens, tokens, logps
+
+
+def _compact(batch: int, live: int) -> bool:
+    """Whether finished rows should leave the batch now. Leaving copies the live rows' caches;
+    staying costs a wasted row per step. Waiting until an eighth of the batch is finished bounds
+    the waste to that share and the copies to a few per generation (deviation from the
+    reference, which uses HF generate: finished rows stay to the end there)."""
+    return batch - live >= max(1, batch // 8)
 
 
 def _stopped(tokenizer, ids: list[int], stops: tuple[str, ...], tail: int) -> str | None:
@@ -175,22 +184,28 @@ def generate(
     out_actions: list[list[int]] = [[] for _ in range(B)]
     out_logps: list[list[float]] = [[] for _ in range(B)]
     reasons = ["length"] * B
-    rows = list(range(B))  # batch position -> original row
+    rows: list[int | None] = list(range(B))  # batch position -> original row (None: finished)
     decode_tokens = 0
 
     for step in range(cfg.max_new_tokens):
-        forced = torch.full((len(rows),), -1, dtype=torch.long, device=device)
+        # Rows still generating, as batch positions: only they choose (and draw random numbers),
+        # so the random stream does not depend on when finished rows leave the batch.
+        live_pos = [j for j, r in enumerate(rows) if r is not None]
+        forced = torch.full((len(live_pos),), -1, dtype=torch.long, device=device)
         if forced_actions is not None:
-            for j, r in enumerate(rows):
-                if step < len(forced_actions[r]):
-                    forced[j] = forced_actions[r][step]
-        tokens, actions, logps = decoder.choose(state, forced)  # [b] each
+            for i, j in enumerate(live_pos):
+                if step < len(forced_actions[rows[j]]):
+                    forced[i] = forced_actions[rows[j]][step]
+        live = torch.tensor(live_pos, dtype=torch.long, device=device)
+        tokens, actions, logps = decoder.choose(state, forced, live)  # [live] each
+        tokens_l, actions_l, logps_l = tokens.tolist(), actions.tolist(), logps.tolist()
         keep = []
-        for j, r in enumerate(rows):
-            t = int(tokens[j])
+        for i, j in enumerate(live_pos):
+            r = rows[j]
+            t = tokens_l[i]
             out_tokens[r].append(t)
-            out_actions[r].append(int(actions[j]))
-            out_logps[r].append(float(logps[j]))
+            out_actions[r].append(actions_l[i])
+            out_logps[r].append(logps_l[i])
             if eos is not None and t == eos:
                 reasons[r] = "eos"
             elif cfg.stop_strings and _stopped(tok, out_tokens[r], cfg.stop_strings, tail):
@@ -200,16 +215,20 @@ def generate(
         if final_states is not None:
             last = step == cfg.max_new_tokens - 1
             for j, r in enumerate(rows):
-                if last or reasons[r] != "length":
+                if r is not None and (last or reasons[r] != "length"):
                     final_states[r] = state.select([j])
         if not keep or step == cfg.max_new_tokens - 1:
             break
-        if len(keep) < len(rows):
-            state = state.select(keep)
-            tokens = tokens[keep]
+        batch_tokens = torch.zeros(len(rows), dtype=torch.long, device=device)  # finished: 0
+        batch_tokens[live] = tokens
+        alive = set(keep)
+        rows = [r if j in alive else None for j, r in enumerate(rows)]
+        if _compact(len(rows), len(keep)):
+            room = cfg.max_new_tokens - step  # the rest of the decode appends in place
+            state, batch_tokens = state.select(keep, room), batch_tokens[keep]
             rows = [rows[j] for j in keep]
-        state = decoder.advance(state, tokens)
-        decode_tokens += len(rows)
+        state = decoder.advance(state, batch_tokens)
+        decode_tokens += len(keep)  # tokens served; finished rows still in the batch are not
 
     texts = [_final_text(tok, ids, cfg.stop_strings) for ids in out_tokens]
     return GenerationOutput(

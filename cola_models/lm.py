@@ -28,8 +28,9 @@ class LMState:
         return self.logits.shape[0]
 
     @staticmethod
-    def cat(states: list[LMState]) -> LMState:
-        """Concatenate along the batch, left-padding shorter caches (masked keys)."""
+    def cat(states: list[LMState], room: int = 0) -> LMState:
+        """Concatenate along the batch, left-padding shorter caches (masked keys), with ``room``
+        free cache slots after (a single state is returned as it is)."""
         import torch.nn.functional as F
 
         if len(states) == 1:
@@ -40,13 +41,16 @@ class LMState:
             torch.cat([F.pad(s.key_mask, (n, 0), value=False) for s, n in zip(states, pads)]),
             torch.cat([s.next_pos for s in states]),
             torch.cat([s.logits for s in states]),
-            StackCache.cat([s.cache.pad_left(n) for s, n in zip(states, pads)]),
+            StackCache.cat([s.cache for s in states], room),
         )
 
-    def select(self, index: Tensor | list[int]) -> LMState:
+    def select(self, index: Tensor | list[int], room: int = 0) -> LMState:
         index = torch.as_tensor(index, dtype=torch.long, device=self.logits.device)
         return LMState(
-            self.key_mask[index], self.next_pos[index], self.logits[index], self.cache.select(index)
+            self.key_mask[index],
+            self.next_pos[index],
+            self.logits[index],
+            self.cache.select(index, room),
         )
 
 

@@ -32,8 +32,9 @@ class ColaState:
     def batch_size(self) -> int:
         return self.h.shape[0]
 
-    def select(self, index: Tensor | list[int]) -> ColaState:
-        """Rows ``index`` (a copy): [B] -> [len(index)]. Repeats are allowed (branching)."""
+    def select(self, index: Tensor | list[int], room: int = 0) -> ColaState:
+        """Rows ``index`` (a copy): [B] -> [len(index)]. Repeats are allowed (branching).
+        ``room``: cache slots left free after the prefix, for tokens about to be appended."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.h.device)
         return ColaState(
             key_mask=self.key_mask[index],
@@ -41,14 +42,15 @@ class ColaState:
             h=self.h[index],
             policy_logits=self.policy_logits[index],
             q_values=None if self.q_values is None else self.q_values[index],
-            backbone_cache=self.backbone_cache.select(index),
-            policy_cache=self.policy_cache.select(index),
-            q_cache=None if self.q_cache is None else self.q_cache.select(index),
+            backbone_cache=self.backbone_cache.select(index, room),
+            policy_cache=self.policy_cache.select(index, room),
+            q_cache=None if self.q_cache is None else self.q_cache.select(index, room),
         )
 
     @staticmethod
-    def cat(states: list[ColaState]) -> ColaState:
-        """Concatenate along the batch, left-padding shorter caches (masked keys)."""
+    def cat(states: list[ColaState], room: int = 0) -> ColaState:
+        """Concatenate along the batch, left-padding shorter caches (masked keys), with ``room``
+        free cache slots after (a single state is returned as it is)."""
         if len(states) == 1:
             return states[0]
         S = max(s.key_mask.shape[1] for s in states)
@@ -58,7 +60,7 @@ class ColaState:
             got = [getattr(s, name) for s in states]
             if got[0] is None:
                 return None
-            return StackCache.cat([c.pad_left(n) for c, n in zip(got, pads)])
+            return StackCache.cat(got, room)
 
         return ColaState(
             key_mask=torch.cat(

@@ -120,10 +120,11 @@ class TorchBackend:
     def _extend(self, todo: list[tuple[tuple[int, ...], int]]) -> dict:
         """States of keys k from their cached ancestors k[:-j]: j batched incremental steps,
         rows leaving the batch as they arrive."""
-        state = self._state_cls.cat([self._states[k[:-j]] for k, j in todo])
+        steps = max(j for _, j in todo)
+        state = self._state_cls.cat([self._states[k[:-j]] for k, j in todo], room=steps)
         order = list(range(len(todo)))  # batch row -> index into todo
         out = {}
-        for step in range(max(j for _, j in todo)):
+        for step in range(steps):
             tokens = torch.tensor(
                 [todo[i][0][len(todo[i][0]) - todo[i][1] + step] for i in order],
                 device=self.model.device,
@@ -140,7 +141,7 @@ class TorchBackend:
             if not keep:
                 break
             if len(keep) < len(order):
-                state = state.select(keep)
+                state = state.select(keep, room=steps - step)
                 order = [order[r] for r in keep]
         return out
 

