@@ -56,8 +56,18 @@ def load_model(name_or_path: str | Path, *, device: str = "cpu", dtype: str = "f
 
     Returns a ColaModel, or a PlainLM for a plain HF causal-LM directory (the token-level
     baselines); both expose ``kind``, ``tokenizer``, ``start``/``advance`` and work with
-    :func:`cola_models.generate`.
+    :func:`cola_models.generate`. On CPU its linear layers run on packed oneDNN weights when no
+    gradient is wanted (:mod:`cola_models.packed_linear`).
     """
+    from .packed_linear import pack_linears
+
+    model = _load_any(name_or_path, device, dtype)
+    if model.device.type == "cpu":
+        pack_linears(model)
+    return model
+
+
+def _load_any(name_or_path: str | Path, device: str, dtype: str):
     from .presets import PRESETS, build_model
 
     name = str(name_or_path)
