@@ -68,13 +68,16 @@ class StackCache:
     Appending a token writes one slot in place, so a decode step costs that token rather than a
     copy of the whole cache (the capacity C grows geometrically when full). States are values:
     several may share one buffer, each owning a prefix of it. ``tip`` (shared by every state over
-    the same buffers) records how far any of them has written; only the state at the tip may
-    append in place. Extending an older state a second time (a search node branching twice)
-    copies its prefix first, so no state ever sees another's tokens.
+    the same buffers, as are the buffer lists themselves) records how far any of them has
+    written; only the state at the tip may append in place, and when the buffers are full it
+    swaps larger ones into the shared lists layer by layer (every sharing state keeps its prefix,
+    and the old buffer is freed at once, so memory peaks at one layer above the cache). Extending
+    an older state a second time (a search node branching twice) copies its prefix into buffers
+    of its own first, so no state ever sees another's tokens.
     """
 
-    GROWTH = 1.5  # capacity multiplier when a buffer is full: amortised O(1) copies per token
-    MIN_ROOM = 32  # slots added at least, so short decodes do not reallocate every few tokens
+    GROWTH = 1.125  # capacity multiplier when a buffer is full: amortised O(1) copies per token
+    MIN_ROOM = 8  # slots added at least, so short decodes do not reallocate every few tokens
 
     def __init__(
         self,
@@ -115,7 +118,12 @@ class StackCache:
         S, need = self.length, self.length + n_new
         if not self.kbuf:  # a prefill: buffers are allocated by the first write, exactly sized
             return StackCache([], [], need, [need])
-        if self.tip[0] == S and need <= self.capacity:
+        if self.tip[0] == S:
+            if need > self.capacity:
+                room = self._room_for(need)
+                for i in range(len(self.kbuf)):
+                    self.kbuf[i] = _copy_prefix(self.kbuf[i], S, room)
+                    self.vbuf[i] = _copy_prefix(self.vbuf[i], S, room)
             self.tip[0] = need
             return StackCache(self.kbuf, self.vbuf, need, self.tip)
         room = self._room_for(need)

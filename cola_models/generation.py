@@ -224,7 +224,7 @@ def generate(
         alive = set(keep)
         rows = [r if j in alive else None for j, r in enumerate(rows)]
         if _compact(len(rows), len(keep)):
-            room = cfg.max_new_tokens - step  # the rest of the decode appends in place
+            room = min(cfg.max_new_tokens - step, max(32, step // 4))  # grows as it goes
             state, batch_tokens = state.select(keep, room), batch_tokens[keep]
             rows = [rows[j] for j in keep]
         state = decoder.advance(state, batch_tokens)
