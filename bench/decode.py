@@ -10,7 +10,7 @@
              a cost that grows with the text's length shows as a rising column.
 
 Run:  python bench/decode.py --model smollm2-135m-lm --problems 32 --max-new-tokens 512
-          --data ../shared/data [--baseline /tmp/old-checkout] [--json out.json]
+          --data ../shared/data/math500.jsonl [--baseline /tmp/old-checkout] [--threads 1]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def _eval(args, backend: str, out: Path, checkout: Path) -> dict:
     if args.data:
         cmd += ["--data", str(Path(args.data).resolve())]
     env = os.environ | {"PYTHONPATH": str(checkout)}
+    if args.threads:  # both backends on this many threads; vLLM leaves placement to the OS
+        env |= {"OMP_NUM_THREADS": str(args.threads), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -91,8 +93,13 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["eval", "per-token"])
     ap.add_argument("--rows", type=int, default=8, help="batch of the per-token decode")
     ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
+    ap.add_argument("--threads", type=int, help="CPU threads of every process (default: all)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     report: dict = {"machine": machine(), "settings": vars(args) | {"baseline": str(args.baseline)}}
     if "per-token" in args.parts:  # first: vLLM pins the process's threads in later children
         report["per_token"] = per_token(args)

@@ -49,4 +49,6 @@ def test_plain_smollm2_lm_by_name_matches_the_cola_backbone(smol):
     with torch.no_grad():
         a = lm.backbone.lm(input_ids=ids, attention_mask=mask).logits
         b = smol.backbone.lm(input_ids=ids, attention_mask=mask).logits
-    assert torch.equal(a, b)
+    mine, theirs = lm.backbone.lm.state_dict(), smol.backbone.lm.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)  # one side on packed oneDNN linears
