@@ -20,6 +20,7 @@ STREAMS = {
     "verifier_samples": 17,  # the verifier's policy samples
     "verifier_batches": 19,  # the verifier's minibatches of problems
     "verifier_heldout": 23,  # the policy's samples of the verifier's held-out problems
+    "verifier_synthetic": 29,  # which numbers the verifier's synthetic wrong solutions change
 }
 
 

@@ -47,6 +47,10 @@ class VerifierConfig:
     """Problems per step; each brings all its samples (the pairwise term needs them together)."""
     pairwise_weight: float = 1.0
     step_labels: bool = True
+    synthetic: bool = False
+    """Add, per training problem, its gold solution (right) and two made wrong the way the
+    policy errs — a question number read in place of another, one result off — with later
+    steps recomputed (train/negatives.py): contrast where all the policy's samples agree."""
     eval_every: int = 100
 
     def __post_init__(self) -> None:
@@ -110,6 +114,30 @@ def cached_samples(
                     rows.append(row)
             f.flush()
             os.fsync(f.fileno())
+    return rows
+
+
+def synthetic_rows(problems: list, template: str | None, seed: int) -> list[dict]:
+    """The labelled-for-free rows of every training problem (see ``VerifierConfig.synthetic``),
+    in the sample rows' format, a pure function of the seed."""
+    import random
+
+    from eval.prompts import format_prompt
+
+    from .negatives import gold_completion, swapped_number, wrong_result
+
+    rng = random.Random(stream_seed(seed, "verifier_synthetic"))
+    rows = []
+    for i, p in enumerate(problems):
+        gold = gold_completion(p)
+        if gold is None:
+            continue
+        prompt = format_prompt(p.question, template)
+        rows.append({"p": i, "text": prompt + gold, "reward": 1.0, "answer": p.answer})
+        for make in (swapped_number, wrong_result):
+            got = make(p, rng)
+            if got is not None:
+                rows.append({"p": i, "text": prompt + got[0], "reward": 0.0, "answer": got[1]})
     return rows
 
 
@@ -244,7 +272,10 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
     held_rows = cached_samples(
         run.path / "heldout.jsonl", policy, held, vc, seed, "verifier_heldout"
     )
+    template = policy.generation_defaults.get("prompt_template")
     del policy
+    if vc.synthetic:  # training rows only: held-out AUC is measured on the policy's samples
+        rows = rows + synthetic_rows(problems, template, seed)
     rm = reward_model_from_lm(init, seed=seed)
     by_problem: dict[int, list[dict]] = {}
     for r in rows:

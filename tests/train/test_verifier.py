@@ -162,3 +162,23 @@ def test_a_corrupt_sample_cache_is_a_one_line_error(tmp_path):
         cached_samples(
             tmp_path / "samples.jsonl", None, [], VerifierConfig(), 0, "verifier_samples"
         )
+
+
+def test_synthetic_rows_are_labelled_by_the_task_reward_and_train_only():
+    import random
+
+    from eval.tasks import get_task
+    from train.negatives import swapped_number
+    from train.verifier import synthetic_rows
+
+    task = get_task("arith")
+    problems = task.generate(40, seed=5, split="train")
+    rows = synthetic_rows(problems, None, seed=0)
+    assert sum(r["reward"] == 1.0 for r in rows) == len(problems)  # every gold solution
+    assert sum(r["reward"] == 0.0 for r in rows) >= len(problems)  # most get both variants
+    for r in rows:  # the label is the task's own verdict on the text
+        assert task.reward(problems[r["p"]], r["text"]) == r["reward"]
+    assert rows == synthetic_rows(problems, None, seed=0)  # a pure function of the seed
+    test_problem = task.generate(1, seed=5, split="test")[0]
+    with pytest.raises(ColaError, match="held-out"):
+        swapped_number(test_problem, random.Random(0))
