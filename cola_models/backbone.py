@@ -24,6 +24,9 @@ class Backbone(nn.Module):
 
     def __init__(self, lm: nn.Module) -> None:
         super().__init__()
+        from .attention import use_grouped_query_attention
+
+        use_grouped_query_attention(lm)  # no per-step copy of the KV cache per query head
         self.lm = lm
 
     @property
