@@ -3,11 +3,12 @@
   eval       ``latent-search eval`` greedy on the same --problems MATH-500 problems with the torch
              backend and the vLLM backend, each a fresh process, in one run: seconds per problem
              (the runs' own summary), the ratio, whether the outputs are identical, and each
-             process's peak RSS. --baseline DIR adds the torch backend of another checkout (e.g.
+             process's peak RSS; "torch-unpacked" is the torch backend on plain F.linear
+             (LATENT_SEARCH_PACKED_LINEAR=0: no packed copy of the weights). --baseline DIR adds the torch backend of another checkout (e.g.
              a worktree of an older commit) as a third process, for before/after in one run.
-  per-token  one torch batch decoding without stopping to 128, 512 and 2,048 new tokens: the
-             seconds per decode step over each window (from the differences of the totals), so
-             a cost that grows with the text's length shows as a rising column.
+  per-token  one torch batch of --rows decoding without stopping to 2,048 new tokens, every
+             decode step timed: the median seconds per step over the windows up to 128, 512 and
+             2,048 tokens, so a cost that grows with the text's length shows as a rising row.
 
 Run:  python bench/decode.py --model smollm2-135m-lm --problems 32 --max-new-tokens 512
           --data ../shared/data/math500.jsonl [--baseline /tmp/old-checkout] [--threads 1]
@@ -30,7 +31,7 @@ from common import machine  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _eval(args, backend: str, out: Path, checkout: Path) -> dict:
+def _eval(args, backend: str, out: Path, checkout: Path, extra_env: dict | None = None) -> dict:
     """One ``latent-search eval`` process (from ``checkout``): its summary, outputs and peak RSS."""
     cmd = [
         sys.executable, "-m", "latent_search_cli", "eval", "--task", "math500",
@@ -40,7 +41,7 @@ def _eval(args, backend: str, out: Path, checkout: Path) -> dict:
     ]  # fmt: skip
     if args.data:
         cmd += ["--data", str(Path(args.data).resolve())]
-    env = os.environ | {"PYTHONPATH": str(checkout)}
+    env = os.environ | {"PYTHONPATH": str(checkout)} | (extra_env or {})
     if args.threads:  # both backends on this many threads; vLLM leaves placement to the OS
         env |= {"OMP_NUM_THREADS": str(args.threads), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     t = time.perf_counter()
@@ -61,7 +62,10 @@ def _eval(args, backend: str, out: Path, checkout: Path) -> dict:
 
 
 def per_token(args) -> dict:
-    """Seconds per decode step in the windows up to 128, 512 and 2,048 new tokens."""
+    """Median seconds of one decode step (``advance``) by how many tokens were already
+    generated, in the windows up to each of --lengths, from one decode to the longest."""
+    import statistics
+
     import torch
 
     from cola_models.generation import GenerationConfig, generate
@@ -69,17 +73,25 @@ def per_token(args) -> dict:
 
     model = load_model(args.model)
     prompts = ["Solve step by step: what is the sum of the first 100 odd numbers?"] * args.rows
-    totals = {}
-    for n in args.lengths:
-        cfg = GenerationConfig(max_new_tokens=n, action="greedy", stop_at_eos=False)
+    steps: list[float] = []
+    advance = model.advance
+
+    def timed(state, tokens):
         t = time.perf_counter()
-        generate(model, prompts, cfg, generator=torch.Generator().manual_seed(0))
-        totals[n] = time.perf_counter() - t
-    windows, prev = {}, (0, 0.0)
-    for n in args.lengths:
-        windows[f"{prev[0]}-{n}"] = (totals[n] - prev[1]) / (n - prev[0])
-        prev = (n, totals[n])
-    return {"rows": args.rows, "total_seconds": totals, "seconds_per_step": windows}
+        out = advance(state, tokens)
+        steps.append(time.perf_counter() - t)
+        return out
+
+    model.advance = timed
+    cfg = GenerationConfig(max_new_tokens=max(args.lengths), action="greedy", stop_at_eos=False)
+    t = time.perf_counter()
+    generate(model, prompts, cfg, generator=torch.Generator().manual_seed(0))
+    total = time.perf_counter() - t
+    windows, lo = {}, 0
+    for hi in sorted(args.lengths):
+        windows[f"{lo}-{hi}"] = statistics.median(steps[lo : hi - 1])
+        lo = hi
+    return {"rows": args.rows, "total_seconds": total, "median_seconds_per_step": windows}
 
 
 def main() -> None:
@@ -106,10 +118,15 @@ def main() -> None:
         print(json.dumps(report["per_token"], indent=2))
     if "eval" in args.parts:
         with tempfile.TemporaryDirectory() as tmp:
-            runs = {"torch": (ROOT, "torch"), "vllm": (ROOT, "vllm")}
+            unpacked = {"LATENT_SEARCH_PACKED_LINEAR": "0"}  # F.linear: no second weight copy
+            runs = {
+                "torch": (ROOT, "torch", None),
+                "torch-unpacked": (ROOT, "torch", unpacked),
+                "vllm": (ROOT, "vllm", None),
+            }
             if args.baseline:
-                runs = {"torch-baseline": (args.baseline.resolve(), "torch")} | runs
-            got = {k: _eval(args, be, Path(tmp) / k, co) for k, (co, be) in runs.items()}
+                runs = {"torch-baseline": (args.baseline.resolve(), "torch", None)} | runs
+            got = {k: _eval(args, be, Path(tmp) / k, co, env) for k, (co, be, env) in runs.items()}
         outs = {k: v.pop("outputs") for k, v in got.items()}
         report["eval"] = got
         report["torch_over_vllm"] = (
