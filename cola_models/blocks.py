@@ -91,11 +91,6 @@ class StackCache:
         self.length = length
         self.tip = tip if tip is not None else [length]
 
-    @staticmethod
-    def from_tensors(keys: list[Tensor], values: list[Tensor]) -> StackCache:
-        """Wrap exact per-layer tensors [B, H_kv, S, hd] (capacity S; no copy)."""
-        return StackCache(list(keys), list(values), keys[0].shape[2] if keys else 0)
-
     @property
     def keys(self) -> list[Tensor]:
         return [k[:, :, : self.length] for k in self.kbuf]  # views [B, H_kv, S, hd]

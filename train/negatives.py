@@ -56,8 +56,10 @@ def _recompute(steps: list[list], start: int, old: int, new: int) -> list[list] 
 
 
 def _text(steps: list[list]) -> str:
-    body = " ".join(f"{a}{op}{b}={r}." for a, op, b, r in steps)
-    return f" {body} \\boxed{{{steps[-1][3]}}}"
+    """The completion in the task's own worked-solution format (see format_example)."""
+    from eval.tasks.base import _steps_text
+
+    return f" {_steps_text(steps)} \\boxed{{{steps[-1][3]}}}"
 
 
 def gold_completion(problem) -> str | None:

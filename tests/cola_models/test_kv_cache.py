@@ -10,9 +10,7 @@ from cola_models.tokenizer import left_pad
 def _one_layer(B=2, S=3, C=None, seed=0):
     g = torch.Generator().manual_seed(seed)
     k = torch.randn(B, 1, C or S, 4, generator=g)
-    c = StackCache.from_tensors([k], [k.clone()])
-    c.length = c.tip[0] = S
-    return c
+    return StackCache([k], [k.clone()], S)
 
 
 def _append(cache: StackCache, value: float) -> StackCache:
