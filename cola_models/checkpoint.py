@@ -46,14 +46,55 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def writes_files() -> bool:
+    """True but on torch.distributed ranks other than 0: one writer per run directory."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with FSDP shards (DTensors) gathered into full tensors: a
+    collective that every rank calls when the module is sharded. Tied tensors stay tied."""
+    gathered: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, t in module.state_dict().items():
+        if hasattr(t, "full_tensor"):
+            if id(t) not in gathered:
+                gathered[id(t)] = t.full_tensor()
+            t = gathered[id(t)]
+        out[name] = t
+    return out
+
+
+def shard_like(full: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``full`` laid out as ``target``: this rank's shard of it when ``target`` is a DTensor."""
+    if not hasattr(target, "device_mesh"):
+        return full.to(target.dtype)
+    from torch.distributed.tensor import distribute_tensor
+
+    # src_data_rank=None: every rank holds the full tensor (read from the same file), so each
+    # cuts its own shard without communication.
+    return distribute_tensor(
+        full.to(target.dtype), target.device_mesh, target.placements, src_data_rank=None
+    )
+
+
 def save_state(module: nn.Module, path: Path, dtype: torch.dtype | None = None) -> None:
-    """safetensors file of ``module``'s state; tied tensors stored once with an alias table."""
+    """safetensors file of ``module``'s state; tied tensors stored once with an alias table.
+    Sharded modules are gathered first (every rank calls this); rank 0 writes."""
+    write_state(full_state(module), path, dtype)
+
+
+def write_state(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype | None = None):
     from safetensors.torch import save_file
 
+    if not writes_files():
+        return
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[int, tuple[int, ...]], str] = {}
-    for name, t in module.state_dict().items():
+    for name, t in state.items():
         key = (t.data_ptr(), tuple(t.shape))
         if key in seen:
             aliases[name] = seen[key]
@@ -101,7 +142,7 @@ def load_state(module: nn.Module, path: Path) -> None:
             )
     with torch.no_grad():
         for name, t in expected.items():
-            t.copy_(tensors[name].to(t.dtype))
+            t.copy_(shard_like(tensors[name], t))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -124,6 +165,9 @@ def save_model(model: nn.Module, directory: str | Path, *, dtype: str | None = N
     from .backbone import torch_dtype
 
     dt = torch_dtype(dtype) if dtype else None
+    state = full_state(model)  # every rank, when sharded
+    if not writes_files():
+        return Path(directory)
     with atomic_dir(directory) as tmp:
         meta = {
             "format": FORMAT,
@@ -134,7 +178,7 @@ def save_model(model: nn.Module, directory: str | Path, *, dtype: str | None = N
             "generation": model.generation_defaults,
         }
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
-        save_state(model, tmp / WEIGHTS, dt)
+        write_state(state, tmp / WEIGHTS, dt)
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(tmp))
     return Path(directory)

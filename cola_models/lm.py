@@ -97,15 +97,19 @@ class PlainLM(nn.Module):
 
         from .atomic import write_atomic
         from .backbone import quiet_hf
-        from .checkpoint import atomic_dir
+        from .checkpoint import atomic_dir, full_state, writes_files
 
         quiet_hf()
-
+        lm = self.backbone.lm
+        state = full_state(lm)  # every rank, when sharded
+        if not writes_files():
+            return Path(directory)
+        if not any(hasattr(p, "device_mesh") for p in lm.parameters()):
+            state = None  # unsharded: HF's own path (tied weights, dtype copy)
         with atomic_dir(directory) as tmp:
-            lm = self.backbone.lm
             if dtype:
-                lm = _copy_to_dtype(lm, torch_dtype(dtype))
-            lm.save_pretrained(str(tmp), safe_serialization=True)
+                lm, state = _copy_to_dtype(lm, torch_dtype(dtype)), None  # export: unsharded
+            lm.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp))
             if self.generation_defaults:

@@ -66,11 +66,16 @@ class RewardModel:
     def save_pretrained(self, directory: str | Path) -> Path:
         from .atomic import write_atomic
         from .backbone import quiet_hf
-        from .checkpoint import atomic_dir
+        from .checkpoint import atomic_dir, full_state, writes_files
 
         quiet_hf()
+        state = full_state(self.model)  # every rank, when sharded
+        if not writes_files():
+            return Path(directory)
         with atomic_dir(directory) as tmp:
-            self.model.save_pretrained(str(tmp), safe_serialization=True)
+            if not any(hasattr(p, "device_mesh") for p in self.model.parameters()):
+                state = None  # unsharded: HF's own path
+            self.model.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(str(tmp))
             write_atomic(tmp / MARKER, json.dumps(self.meta, indent=2))
         return Path(directory)

@@ -517,7 +517,7 @@ def _train_command(stage: str):
         quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
-        from train.cli_entry import run_stage
+        from train.cli_entry import run_stage, torchrun_rank
 
         result = run_stage(
             stage,
@@ -529,6 +529,8 @@ def _train_command(stage: str):
             seed=seed,
             quiet=quiet or as_json or not sys.stderr.isatty(),
         )
+        if torchrun_rank() > 0:
+            return  # under torchrun rank 0 reports
         if as_json:
             emit_json(result)
         elif stage == "pipeline":

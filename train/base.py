@@ -11,7 +11,7 @@ import torch
 from cola_models.errors import ColaError
 from cola_models.lm import PlainLM
 
-from .common import load_weights, save_weights, task_generation_defaults
+from .common import task_generation_defaults
 from .data import DataConfig, sample_batch, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import token_ce
@@ -104,10 +104,12 @@ def run_base(cfg: BaseRun, out: str | Path, *, quiet: bool = False) -> Path:
 
     def step_fn(step: int, update) -> dict:
         b = sample_batch(examples, cfg.data, step, tok, completion_only=False)
-        logits = lm(b.input_ids, b.attention_mask)[:, :-1]
-        loss = token_ce(logits, b.input_ids[:, 1:], b.target_mask)
-        update(loss)
-        return {"loss": loss.item()}
+
+        def loss_fn():
+            logits = lm(b.input_ids, b.attention_mask)[:, :-1]
+            return token_ce(logits, b.input_ids[:, 1:], b.target_mask)
+
+        return {"loss": update(loss_fn).item()}
 
     metrics = train_loop(
         run,
@@ -116,8 +118,6 @@ def run_base(cfg: BaseRun, out: str | Path, *, quiet: bool = False) -> Path:
         step_fn,
         cfg.optim,
         description="base LM",
-        save_model=save_weights,
-        load_model_state=load_weights,
         quiet=quiet,
     )
     lm.generation_defaults = task_generation_defaults(cfg.model.max_new_tokens)

@@ -110,7 +110,7 @@ def run_stage(
     seed: int | None = None,
     quiet: bool = False,
 ) -> dict:
-    from . import configs
+    from . import configs, distributed
     from .base import run_base
     from .pipeline import run_pipeline
     from .q_model import run_q
@@ -127,6 +127,7 @@ def run_stage(
         flag_overrides(stage, model=model, steps=steps, seed=seed),
     )
     _check_inputs(stage, cfg, out)
+    distributed.setup()  # torchrun with several processes: join the group (else nothing)
     if stage == "token-rl":
         cfg.rl.level = "token"
     elif stage == "rl":
@@ -134,7 +135,9 @@ def run_stage(
     elif stage == "rft":
         cfg.rl.algorithm = "rft"
     if stage == "pipeline":
-        return {"report": run_pipeline(cfg, out, quiet=quiet), "out": str(out)}
+        report = run_pipeline(cfg, out, quiet=quiet)
+        distributed.teardown()
+        return {"report": report, "out": str(out)}
     runner = {
         "base": run_base,
         "stage1": run_stage1,
@@ -146,4 +149,12 @@ def run_stage(
         "verifier": run_verifier,
     }[stage]
     model_dir = runner(cfg, out, quiet=quiet)
+    distributed.teardown()
     return {"stage": stage, "model": str(model_dir), "out": str(out)}
+
+
+def torchrun_rank() -> int:
+    """This process's rank under torchrun (0 outside it), read from the launcher's environment."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))

@@ -6,13 +6,15 @@ from pathlib import Path
 
 from torch import nn
 
-from cola_models.checkpoint import load_state, save_state
+from cola_models.checkpoint import load_state, save_state, writes_files
 
 WEIGHTS = "weights.safetensors"
 
 
 def save_weights(model: nn.Module, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    """The model's weights (gathered when sharded; rank 0 writes)."""
+    if writes_files():
+        directory.mkdir(parents=True, exist_ok=True)
     save_state(model, directory / WEIGHTS)
 
 
@@ -61,8 +63,6 @@ def run_phase(
             step_fn,
             optim,
             description=description,
-            save_model=save_weights,
-            load_model_state=load_weights,
             quiet=quiet,
         )
         save_weights(model, run.model_dir)

@@ -14,6 +14,7 @@ from torch import Tensor
 from cola_models.errors import ColaError
 from cola_models.tokenizer import encode, left_pad, pad_id
 
+from .distributed import share
 from .seeds import generator
 
 
@@ -93,10 +94,18 @@ class Batch:
     attention_mask: Tensor  # [B, T]
     target_mask: Tensor  # [B, T-1] 1 where token t+1 is a trained target
     indices: list[int]
+    rows: list[int]
+    """Where these rows sit in the global batch (all of it with one process)."""
 
 
 def make_batch(
-    ex: Examples, indices: list[int], tokenizer, *, completion_only: bool, device="cpu"
+    ex: Examples,
+    indices: list[int],
+    tokenizer,
+    *,
+    completion_only: bool,
+    device="cpu",
+    rows: list[int] | None = None,
 ) -> Batch:
     seqs = [ex.ids[i] for i in indices]
     input_ids, mask = left_pad(seqs, pad_id(tokenizer), device)
@@ -107,12 +116,19 @@ def make_batch(
             start = T - len(ex.ids[i])  # left padding
             # targets are tokens at positions >= start + prompt_len, i.e. target index - 1
             target[row, : start + ex.prompt_lens[i] - 1] = 0
-    return Batch(input_ids, mask, target, indices)
+    return Batch(input_ids, mask, target, indices, rows or list(range(len(indices))))
 
 
 def sample_batch(
     ex: Examples, cfg: DataConfig, step: int, tokenizer, *, completion_only: bool
 ) -> Batch:
+    """Batch ``step`` of the run, or under torchrun this rank's rows of it (``distributed.share``):
+    the global batch is the same for every world size."""
     g = generator(cfg.seed, "batches", step)
     idx = torch.randint(len(ex), (cfg.batch_size,), generator=g).tolist()
-    return make_batch(ex, idx, tokenizer, completion_only=completion_only)
+    rows = share(list(range(len(idx))))
+    if not rows:
+        raise ColaError(f"data.batch_size={cfg.batch_size} is smaller than the number of ranks")
+    return make_batch(
+        ex, [idx[r] for r in rows], tokenizer, completion_only=completion_only, rows=rows
+    )

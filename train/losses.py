@@ -1,4 +1,9 @@
-"""Pure loss functions of the CoLA stages (shapes in comments, randomness passed in)."""
+"""Pure loss functions of the CoLA stages (shapes in comments, randomness passed in).
+
+Every mean is over the global batch: under torchrun a rank holds a share of the rows, and the
+counts that divide are summed over ranks (``train.distributed.denominator``), so the ranks' losses
+average to the one-process loss; with one process they are plain means.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .distributed import denominator, global_sum
+
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum() / denominator(mask.sum())
+
+
+def global_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """The mean of x over mask across all ranks, the same value on every rank (a statistic, not
+    a loss share: no gradient flows through the other ranks' part)."""
+    mask = mask.to(x.dtype)
+    return global_sum((x * mask).sum()) / global_sum(mask.sum()).clamp(min=1)
 
 
 def token_ce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
@@ -18,15 +32,14 @@ def token_ce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     return masked_mean(ce.view_as(targets), mask)
 
 
-def gumbel_softmax_st(
-    logits: Tensor, tau: float, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor]:
+def gumbel_softmax_st(logits: Tensor, tau: float, u: Tensor) -> tuple[Tensor, Tensor]:
     """Straight-through Gumbel-softmax (reference: tau=2, ``onehot - p.detach() + p``).
 
-    logits [..., K] -> (one-hot with soft gradients [..., K], soft probabilities p [..., K]).
-    Written out instead of F.gumbel_softmax so the noise comes from ``generator``.
+    logits [..., K], u uniform noise of the same shape -> (one-hot with soft gradients [..., K],
+    soft probabilities p [..., K]). Written out instead of F.gumbel_softmax so the noise is
+    passed in (drawn per global batch: see ``train.stage1.gumbel_noise``).
     """
-    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-9, 1 - 1e-9)
+    u = u.to(logits.device).clamp(1e-9, 1 - 1e-9)
     p = ((logits.float() - torch.log(-torch.log(u))) / tau).softmax(-1)
     hard = F.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype)
     return hard - p.detach() + p, p
@@ -45,8 +58,8 @@ def aggregate(x: Tensor, mask: Tensor, norm: str = "token") -> Tensor:
         return masked_mean(x, mask)
     mask = mask.to(x.dtype)
     rows = mask.sum(-1)  # [B]
-    per_row = (x * mask).sum(-1) / rows.clamp(min=1)  # [B]
-    return per_row[rows > 0].mean() if bool((rows > 0).any()) else (x * 0).sum()
+    per_row = (x * mask).sum(-1) / rows.clamp(min=1)  # [B], 0 for rows without steps
+    return per_row.sum() / denominator((rows > 0).sum())
 
 
 def grpo_advantages(
@@ -76,8 +89,8 @@ def reference_advantages(
     for t in reversed(range(rewards.shape[1])):
         running = rewards[:, t] + lam * running * mask[:, t]
         adv[:, t] = running
-    mean = masked_mean(adv, mask)
-    std = masked_mean((adv - mean) ** 2, mask).sqrt()
+    mean = global_mean(adv, mask)
+    std = global_mean((adv - mean) ** 2, mask).sqrt()
     return (adv - mean) / (std + 1e-8) * mask
 
 

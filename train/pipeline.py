@@ -16,6 +16,7 @@ from pathlib import Path
 from cola_models.atomic import write_atomic
 from cola_models.errors import ColaError
 
+from . import distributed
 from .base import BaseRun, run_base
 from .data import DataConfig
 from .loop import OptimConfig
@@ -158,10 +159,14 @@ def run_pipeline(cfg: PipelineConfig, out: str | Path, *, quiet: bool = False) -
         verifier=replace(cfg.verifier.verifier, policy=str(dirs["q"]), init=str(dirs["base"])),
     )
     dirs["verifier"] = run_verifier(_seeded(ver, s), out / "verifier", quiet=quiet)
-    models = export(dirs, out / "models")
-    report = evaluate_bundle(models, cfg.eval, quiet=quiet)
-    write_atomic(out / "report.json", json.dumps(report, indent=2))
-    return report
+
+    def export_and_evaluate() -> dict:  # rank 0 only under torchrun; the others wait for it
+        models = export(dirs, out / "models")
+        report = evaluate_bundle(models, cfg.eval, quiet=quiet)
+        write_atomic(out / "report.json", json.dumps(report, indent=2))
+        return report
+
+    return distributed.agree(export_and_evaluate)
 
 
 def export(dirs: dict[str, Path], target: Path) -> dict[str, Path]:

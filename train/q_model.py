@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 
 from cola_models.atomic import write_atomic
+from cola_models.checkpoint import full_state
 from cola_models.errors import ColaError
 
-from .common import freeze_all_but, load_weights, save_weights
+from . import distributed
+from .common import freeze_all_but
 from .data import DataConfig, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import double_dqn_targets, masked_mean
@@ -77,16 +79,25 @@ def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
         temperature=cfg.q.temperature,
         top_k=cfg.q.top_k,
     )
-    rows, chunk = [], max(1, 64 // rl_cfg.group_size)
-    g = generator(cfg.data.seed, "q_samples")
-    for i in range(0, len(problems), chunk):
-        r = collect(model, problems[i : i + chunk], rl_cfg.sampling, g)
+    rows: list[dict] = []
+    chunk = max(1, 64 // rl_cfg.group_size)
+
+    def sample(c: int) -> list[dict]:
+        # Each chunk seeded by its index: the rows do not depend on how many ranks sample.
+        g = generator(cfg.data.seed, "q_samples", c)
+        r = collect(model, problems[c * chunk : (c + 1) * chunk], rl_cfg.sampling, g)
+        out = []
         for b in range(r.input_ids.shape[0]):
             n = int(r.act_mask[b].sum())
             ids = r.input_ids[b][r.attention_mask[b].bool()].tolist()
-            rows.append({"ids": ids, "acts": r.acts[b, :n].tolist(), "reward": float(r.rewards[b])})
-    write_atomic(path, "".join(json.dumps(x) + "\n" for x in rows))
-    return rows
+            out.append({"ids": ids, "acts": r.acts[b, :n].tolist(), "reward": float(r.rewards[b])})
+        return out
+
+    distributed.map_chunks(-(-len(problems) // chunk), sample, rows.extend)
+    if run.writer:
+        write_atomic(path, "".join(json.dumps(x) + "\n" for x in rows))
+    distributed.barrier()
+    return rows if run.writer else _samples(model, run, cfg)
 
 
 def _batch(rows: list[dict], tokenizer) -> Rollouts:
@@ -153,19 +164,12 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         if step % cfg.q.target_update == 0 or not synced["once"]:
             # On resume the target restarts from the checkpointed online head; that is the true
             # target when checkpoint_every is a multiple of target_update (the default).
-            target_q.load_state_dict(model.q.state_dict())
+            target_q.load_state_dict(full_state(model.q))
             synced["once"] = True
         g = generator(cfg.data.seed, "q_batches", step)
         idx = torch.randint(len(rows), (cfg.q.batch_size,), generator=g).tolist()
-        loss, metrics = q_step(
-            model,
-            target_q,
-            _batch([rows[i] for i in idx], model.tokenizer),
-            cfg.q.gamma,
-            cfg.q.target,
-        )
-        update(loss)
-        return metrics
+        batch = _batch(distributed.share([rows[i] for i in idx]), model.tokenizer)
+        return update(lambda: q_step(model, target_q, batch, cfg.q.gamma, cfg.q.target))[1]
 
     hist = train_loop(
         run,
@@ -174,8 +178,6 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         step_fn,
         cfg.optim,
         description="Q-model",
-        save_model=save_weights,
-        load_model_state=load_weights,
         quiet=quiet,
     )
     model.requires_grad_(False)

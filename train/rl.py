@@ -19,7 +19,8 @@ from torch import Tensor
 
 from cola_models.errors import ColaError
 
-from .common import freeze_all_but, load_weights, save_weights
+from . import distributed
+from .common import freeze_all_but
 from .data import DataConfig, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import (
@@ -194,9 +195,12 @@ def _held_out_accuracy(model, held_out: list, cfg: RLConfig) -> dict:
 
     t0 = time.perf_counter()
     model.eval()
-    acc = evaluate_problems(model, held_out, max_new_tokens=cfg.max_new_tokens)["accuracy"]
+    mine = distributed.share(held_out)  # each rank its share; the accuracy is of all of them
+    acc = evaluate_problems(model, mine, max_new_tokens=cfg.max_new_tokens)["accuracy"]
     model.train()
-    return {"eval_reward": acc, "eval_seconds": time.perf_counter() - t0}
+    right = sum(a * n for a, n in distributed.gather_objects((acc, len(mine))))
+    # every rank reports the global value (the loop averages metrics over ranks)
+    return {"eval_reward": right / len(held_out), "eval_seconds": time.perf_counter() - t0}
 
 
 def load_actor_model(cfg: RLConfig):
@@ -223,24 +227,27 @@ def _advantages(cfg: RLConfig, r: Rollouts, old: Tensor, ref: Tensor) -> Tensor:
 
 def rl_update(actor, r: Rollouts, cfg: RLConfig, update) -> dict:
     """The optimisation of one step on a rollout batch; returns its metrics."""
-    ctx = actor.prepare(r)
-    with torch.no_grad():
+    with torch.no_grad(), distributed.full_weights(actor.model):
+        ctx = actor.prepare(r)
         old, entropy = actor.logprobs(ctx, r)
         ref, _ = actor.logprobs(ctx, r, ref=True)
     if cfg.algorithm == "rft":  # behaviour cloning onto the acting steps of correct samples
         mask = r.act_mask * (r.rewards > 0).to(r.act_mask.dtype)[:, None]
-        for _ in range(cfg.ppo_epochs):
-            logp, _ = actor.logprobs(ctx, r)
-            loss = -aggregate(logp, mask, cfg.loss_norm)
-            update(loss)
+
+        def loss_fn() -> Tensor:
+            return -aggregate(actor.logprobs(ctx, r)[0], mask, cfg.loss_norm)
     else:
         adv = _advantages(cfg, r, old, ref)
-        for _ in range(cfg.ppo_epochs):
+
+        def loss_fn() -> Tensor:
             logp, _ = actor.logprobs(ctx, r)
             loss = ppo_clip_loss(logp, old, adv, r.act_mask, cfg.clip_eps, norm=cfg.loss_norm)
             if cfg.advantage == "grpo" and cfg.kl_beta > 0:
                 loss = loss + cfg.kl_beta * kl_k3(logp, ref, r.act_mask)
-            update(loss)
+            return loss
+
+    for _ in range(cfg.ppo_epochs):
+        loss = update(loss_fn)
     return {
         "loss": loss.item(),
         "kl": masked_mean(old - ref, r.act_mask).item(),
@@ -263,15 +270,16 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
     def step_fn(step: int, update) -> dict:
         g = generator(cfg.data.seed, "rollouts", step)
         model.eval()
-        draw = draw_groups(
-            model,
-            problems,
-            rc.sampling,
-            rc.prompts_per_step,
-            g,
-            keep=rc.keeps,
-            max_rounds=rc.max_sample_rounds if rc.filter_groups else 1,
-        )
+        with distributed.full_weights(model):
+            draw = draw_groups(
+                model,
+                problems,
+                rc.sampling,
+                rc.prompts_per_step,
+                g,
+                keep=rc.keeps,
+                max_rounds=rc.max_sample_rounds if rc.filter_groups else 1,
+            )
         model.train()
         metrics = {
             "reward": draw.reward,
@@ -280,11 +288,15 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
             "samples": draw.sampled * rc.group_size,
             "groups_trained": len(draw.groups),
         }
-        if draw.groups:  # every sampled group tied: nothing to learn from this step
-            r = groups_to_rollouts(model.tokenizer, draw.groups)
+        kept = int(distributed.global_sum(torch.tensor(len(draw.groups))))
+        if kept:  # else every sampled group tied: nothing to learn from this step
+            r = groups_to_rollouts(model.tokenizer, draw.groups or [draw.spare])
+            if not draw.groups:  # this rank's part of the step: masked out
+                r.act_mask.zero_()
             metrics.update(rl_update(actor, r, rc, update))
         if held_out and (step % rc.eval_every == 0 or step == cfg.optim.steps - 1):
-            metrics.update(_held_out_accuracy(model, held_out, rc))
+            with distributed.full_weights(model):
+                metrics.update(_held_out_accuracy(model, held_out, rc))
         return metrics
 
     rows = train_loop(
@@ -294,8 +306,6 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
         step_fn,
         cfg.optim,
         description=f"{rc.level} RL",
-        save_model=save_weights,
-        load_model_state=load_weights,
         quiet=quiet,
     )
     model.requires_grad_(False)

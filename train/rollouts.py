@@ -15,6 +15,8 @@ from torch import Tensor
 from cola_models.generation import GenerationConfig, generate
 from cola_models.tokenizer import encode, left_pad, pad_id
 
+from .distributed import share
+
 
 @dataclass
 class Rollouts:
@@ -97,6 +99,9 @@ class Draw:
     """The groups one RL step trains on, and what sampling them saw."""
 
     groups: list[Group]
+    spare: Group
+    """The first group sampled, kept or not (a rank with nothing kept trains on it masked out,
+    so that it still takes part in the step's collectives)."""
     sampled: int
     """Groups sampled in all (refills included)."""
     tied: int
@@ -119,19 +124,29 @@ def draw_groups(
 ) -> Draw:
     """Sample rounds of ``n_groups`` random problems until ``n_groups`` groups pass ``keep`` or
     ``max_rounds`` rounds are spent; the first ``n_groups`` kept are returned. Deterministic in
-    ``g``, so a resumed run redraws exactly the same groups."""
+    ``g``, so a resumed run redraws exactly the same groups.
+
+    Under torchrun each rank samples and refills its share of every round's problems (rows r,
+    r+N, ... of the round); the problems do not depend on the world size, the samples do (they
+    come from ``g`` in batches of another composition)."""
     kept: list[Group] = []
     seen: list[Group] = []
+    want = len(share(list(range(n_groups))))  # this rank's share of the step's groups
+    if want == 0:
+        from cola_models.errors import ColaError
+
+        raise ColaError(f"{n_groups} prompts per step cannot be shared by more ranks")
     for _ in range(max_rounds):
-        idx = torch.randint(len(problems), (n_groups,), generator=g).tolist()
+        idx = share(torch.randint(len(problems), (n_groups,), generator=g).tolist())
         groups = sample_groups(model, [problems[i] for i in idx], spec, g)
         seen += groups
         kept += [gr for gr in groups if keep(gr)]
-        if len(kept) >= n_groups:
+        if len(kept) >= want:
             break
     samples = [r for gr in seen for r in gr.rewards]
     return Draw(
-        groups=kept[:n_groups],
+        groups=kept[:want],
+        spare=seen[0],
         sampled=len(seen),
         tied=sum(gr.tied for gr in seen),
         distinct_answers=sum(gr.distinct_answers for gr in seen) / len(seen),

@@ -100,11 +100,21 @@ def code_usage(actions: torch.Tensor, mask: torch.Tensor, n_actions: int) -> dic
     return {"alive": float((counts > 0).sum()), "usage_ppl": float(ppl)}
 
 
-def idm_step(model: ColaModel, b, cfg: Stage1Config, generator) -> tuple[torch.Tensor, dict]:
-    """Stage 1a loss on one batch: world-model CE under Gumbel-ST IDM actions + entropy bonus."""
+def gumbel_noise(b, data: DataConfig, n_actions: int, g: torch.Generator) -> torch.Tensor:
+    """Uniform noise [B, T-1, K] for a batch's rows, cut from one draw [global batch, max_len - 1,
+    K]: right-aligned like the left-padded tokens, so a row's noise depends neither on which rank
+    holds it nor on how much padding its batch has."""
+    u = torch.rand(data.batch_size, data.max_len - 1, n_actions, generator=g)
+    steps = b.input_ids.shape[1] - 1
+    return u[b.rows][:, u.shape[1] - steps :]
+
+
+def idm_step(model: ColaModel, b, cfg: Stage1Config, u: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Stage 1a loss on one batch: world-model CE under Gumbel-ST IDM actions + entropy bonus.
+    ``u``: the Gumbel uniforms [B, T-1, K] (``gumbel_noise``)."""
     h, positions, key_mask = features(model, b.input_ids, b.attention_mask)
     idm_logits = model.idm(h, positions, key_mask)[0][:, 1:]  # [B, T-1, K]
-    onehot, p = gumbel_softmax_st(idm_logits, cfg.gumbel_tau, generator)
+    onehot, p = gumbel_softmax_st(idm_logits, cfg.gumbel_tau, u)
     logits = model.world_logits(h[:, :-1], weights=onehot)  # [B, T-1, V]
     targets, mask = b.input_ids[:, 1:], b.target_mask
     ce = token_ce(logits, targets, mask)
@@ -160,9 +170,7 @@ def run_bc_phase(
 
     def step_fn(step, update):
         b = sample_batch(examples, data, step, model.tokenizer, completion_only=completion_only)
-        loss, metrics = bc_step(model, b)
-        update(loss)
-        return metrics
+        return update(lambda: bc_step(model, b))[1]
 
     return run_phase(model, run, params, step_fn, optim, description=description, quiet=quiet)
 
@@ -178,9 +186,9 @@ def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
 
     def idm_step_fn(step, update):
         b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=False)
-        loss, metrics = idm_step(model, b, cfg.model, generator(cfg.data.seed, "gumbel", step))
-        update(loss)
-        return metrics
+        g = generator(cfg.data.seed, "gumbel", step)
+        noise = gumbel_noise(b, cfg.data, model.n_actions, g)
+        return update(lambda: idm_step(model, b, cfg.model, noise))[1]
 
     summary = {
         "idm": run_phase(

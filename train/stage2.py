@@ -71,9 +71,7 @@ def run_stage2(cfg: Stage2Run, out: str | Path, *, quiet: bool = False) -> Path:
 
     def wm_step_fn(step, update):
         b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=True)
-        loss, metrics = wm_step(model, b, cfg.model.guidance)
-        update(loss)
-        return metrics
+        return update(lambda: wm_step(model, b, cfg.model.guidance))[1]
 
     summary = {
         "wm": run_phase(

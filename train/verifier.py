@@ -27,7 +27,9 @@ from torch import Tensor
 
 from cola_models.errors import ColaError
 
+from . import distributed
 from .data import DataConfig, train_problems
+from .distributed import denominator
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .seeds import generator, stream_seed
 
@@ -92,28 +94,52 @@ def cached_samples(
     path: Path, model, problems: list, cfg: VerifierConfig, seed: int, stream: str
 ) -> list[dict]:
     """G samples of every problem, sampled in chunks of 16 problems and appended as they come;
-    a rerun continues after the last whole chunk."""
+    a rerun continues after the last whole chunk. Under torchrun the chunks are dealt to the ranks
+    (each seeded by its first problem, so the rows do not depend on the world size) and rank 0
+    writes them in order."""
+    from cola_models.checkpoint import writes_files
+
     from .rollouts import SamplingSpec, sample_groups
 
     spec = SamplingSpec(cfg.samples_per_problem, cfg.max_new_tokens, cfg.temperature)
-    rows = _read_rows(path) if path.is_file() else []
     chunk = 16
-    done = len(rows) // (chunk * spec.group_size) * chunk
-    rows = rows[: done * spec.group_size]  # a torn last chunk is redone
+
+    def resume_point() -> tuple[int, list[dict]]:
+        rows = _read_rows(path) if path.is_file() else []
+        done = len(rows) // (chunk * spec.group_size) * chunk
+        return done, rows[: done * spec.group_size]  # a torn last chunk is redone
+
+    done, rows = resume_point() if writes_files() else (0, [])
+    done = distributed.agree(lambda: done)
+    starts = list(range(done, len(problems), chunk))
+
+    def sample(c: int) -> list[dict]:
+        start = starts[c]
+        groups = sample_groups(model, problems[start : start + chunk], spec, generator(seed, stream, start))
+        out = []
+        for i, gr in enumerate(groups):
+            for gen, rew, ans in zip(gr.gens, gr.rewards, gr.answers):
+                text = model.tokenizer.decode(gr.prompt + gen, skip_special_tokens=True)
+                out.append({"p": start + i, "text": text, "reward": rew, "answer": ans})
+        return out
+
+    if not writes_files():
+        distributed.map_chunks(len(starts), sample, lambda part: None)
+        distributed.barrier()
+        return _read_rows(path)
     with path.open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-        for start in range(done, len(problems), chunk):
-            g = generator(seed, stream, start)
-            groups = sample_groups(model, problems[start : start + chunk], spec, g)
-            for i, gr in enumerate(groups):
-                for gen, rew, ans in zip(gr.gens, gr.rewards, gr.answers):
-                    text = model.tokenizer.decode(gr.prompt + gen, skip_special_tokens=True)
-                    row = {"p": start + i, "text": text, "reward": rew, "answer": ans}
-                    f.write(json.dumps(row) + "\n")
-                    rows.append(row)
+
+        def keep(part: list[dict]) -> None:
+            for row in part:
+                f.write(json.dumps(row) + "\n")
+            rows.extend(part)
             f.flush()
             os.fsync(f.fileno())
+
+        distributed.map_chunks(len(starts), sample, keep)
+    distributed.barrier()
     return rows
 
 
@@ -195,17 +221,15 @@ def pairwise_loss(final: Tensor, right: Tensor, group: Tensor) -> Tensor:
     final, right, group: [B]. Exactly zero (and no gradient) when no problem has both."""
     same = group[:, None] == group[None, :]
     pairs = same & right[:, None] & ~right[None, :]  # [B, B]: row right, column wrong
-    if not bool(pairs.any()):
-        return final.sum() * 0.0
     diff = final[:, None] - final[None, :]  # s_r - s_w
-    return F.softplus(-diff[pairs]).mean()
+    return F.softplus(-diff[pairs]).sum() / denominator(pairs.sum())
 
 
 def verifier_loss(rm, rows, problems, cfg: VerifierConfig) -> tuple[Tensor, dict]:
     ids, mask, labels, weights = label_batch(rm, rows, problems, cfg.step_labels)
     logits = rm.token_logits(ids, mask)  # [B, T]
     bce = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
-    bce = bce / weights.sum().clamp(min=1)
+    bce = bce / denominator(weights.sum())
     right = torch.tensor([r["reward"] > 0.5 for r in rows])
     group = torch.tensor([r["p"] for r in rows])
     pair = pairwise_loss(logits[:, -1], right, group)
@@ -245,8 +269,6 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
     from cola_models.reward_model import load_reward_model, reward_model_from_lm
     from eval.tasks import get_task
 
-    from .common import load_weights, save_weights
-
     vc = cfg.verifier
     if not vc.policy or not vc.init:
         raise ColaError(
@@ -285,12 +307,13 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
     def step_fn(step: int, update) -> dict:
         g = generator(seed, "verifier_batches", step)
         pick = torch.randint(len(keys), (vc.batch_problems,), generator=g).tolist()
-        batch = [r for i in pick for r in by_problem[keys[i]]]
-        loss, metrics = verifier_loss(rm, batch, problems, vc)
-        metrics["grad_norm"] = update(loss)
+        # a rank takes whole problems, so a problem's right/wrong pairs meet on one rank
+        batch = [r for i in distributed.share(pick) for r in by_problem[keys[i]]]
+        metrics = update(lambda: verifier_loss(rm, batch, problems, vc))[1]
         if step % vc.eval_every == 0 or step == cfg.optim.steps - 1:
             rm.model.eval()
-            metrics.update(heldout_auc(rm, held_rows))
+            with distributed.full_weights(rm.model):
+                metrics.update(heldout_auc(rm, held_rows))
             rm.model.train()
         return metrics
 
@@ -301,8 +324,6 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
         step_fn,
         cfg.optim,
         description="verifier",
-        save_model=save_weights,
-        load_model_state=load_weights,
         quiet=quiet,
     )
     rm.model.eval()

@@ -25,8 +25,7 @@ def _run(path, steps_done_before_crash=None):
             raise Crash
         g = generator(0, "batches", step)
         x, y = torch.randn(8, 4, generator=g), torch.randn(8, 1, generator=g)
-        loss = ((model(x) - y) ** 2).mean()
-        update(loss)
+        loss = update(lambda: ((model(x) - y) ** 2).mean())
         return {"loss": loss.item()}
 
     train_loop(
@@ -36,8 +35,6 @@ def _run(path, steps_done_before_crash=None):
         step_fn,
         cfg,
         description="toy",
-        save_model=save_weights,
-        load_model_state=load_weights,
         quiet=True,
     )
     return model, run

@@ -44,12 +44,13 @@ def _grads(model, groups, cfg):
     r = groups_to_rollouts(model.tokenizer, groups)
     grads = {}
 
-    def update(loss):
+    def update(loss_fn):
         model.zero_grad(set_to_none=True)
+        loss = loss_fn()
         loss.backward()
         for n, p in model.policy.named_parameters():
             grads[n] = torch.zeros_like(p) if p.grad is None else p.grad.clone()
-        return 0.0
+        return loss
 
     rl_update(actor, r, cfg, update)
     return grads
