@@ -24,6 +24,16 @@ def _click_exceptions():
     return click.exceptions
 
 
+def _abort_class() -> type[BaseException]:
+    """Ctrl-C's exception: click's ``Abort``, which typer >= 0.29 defines in its own module."""
+    found = getattr(_click_exceptions(), "Abort", None)
+    if found is None:
+        import typer.exceptions
+
+        found = typer.exceptions.Abort
+    return found
+
+
 class OneLineGroup(TyperGroup):
     """Usage errors (an unknown command or option, a malformed value) end like every other
     refusal: ``error: <one line>`` on stderr and exit status 2, not a usage block."""
@@ -37,7 +47,7 @@ class OneLineGroup(TyperGroup):
                 raise
             typer.echo(f"error: {err.format_message().strip().splitlines()[0]}", err=True)
             sys.exit(err.exit_code)
-        except exc.Abort:
+        except _abort_class():
             if not standalone_mode:
                 raise
             typer.echo("interrupted", err=True)

@@ -11,6 +11,7 @@ import torch
 from cola_models.errors import ColaError
 from cola_models.lm import PlainLM
 
+from . import distributed
 from .common import task_generation_defaults
 from .data import DataConfig, sample_batch, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
@@ -60,11 +61,15 @@ def _tokenizer(run: RunDir, cfg: BaseRun, problems: list):
     from eval.prompts import format_example
 
     tok_dir = run.path / "tokenizer"
-    if not (tok_dir / "tokenizer.json").is_file():
-        texts = ["".join(format_example(p)) for p in problems[: cfg.model.tokenizer_problems]]
-        tok = train_bpe_tokenizer(texts, cfg.model.vocab_size)
-        with atomic_dir(tok_dir) as tmp:
-            tok.save_pretrained(str(tmp))
+
+    def build() -> None:  # rank 0 under torchrun; the others wait and read it
+        if not (tok_dir / "tokenizer.json").is_file():
+            texts = ["".join(format_example(p)) for p in problems[: cfg.model.tokenizer_problems]]
+            tok = train_bpe_tokenizer(texts, cfg.model.vocab_size)
+            with atomic_dir(tok_dir) as tmp:
+                tok.save_pretrained(str(tmp))
+
+    distributed.agree(build)
     return PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
 
 

@@ -110,7 +110,9 @@ def make_batch(
     seqs = [ex.ids[i] for i in indices]
     input_ids, mask = left_pad(seqs, pad_id(tokenizer), device)
     T = input_ids.shape[1]
-    target = mask[:, 1:].clone()
+    # A target needs a real token on both sides: with left padding, mask[:, 1:] alone also made
+    # each shorter row's BOS a target of the pad before it, a count that changed with padding.
+    target = mask[:, 1:] * mask[:, :-1]
     if completion_only:
         for row, i in enumerate(indices):
             start = T - len(ex.ids[i])  # left padding

@@ -144,14 +144,15 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Each metric averaged over the ranks that report it (equal shares: the global mean)."""
+def mean_metrics(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """Each metric averaged over the ranks that report it (equal shares: the global mean);
+    None where no rank has a value (an AUC without any mixed group)."""
     rows = gather_objects(metrics)
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    out = {}
+    out: dict[str, float | None] = {}
     for k in keys:
-        values = [float(row[k]) for row in rows if k in row]
-        out[k] = sum(values) / len(values)
+        values = [float(row[k]) for row in rows if row.get(k) is not None]
+        out[k] = sum(values) / len(values) if values else None
     return out
 
 

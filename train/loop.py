@@ -275,9 +275,9 @@ def train_loop(
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 metrics = distributed.mean_metrics({**metrics, **last})
                 row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(elapsed, 3)}
-                row.update({k: float(v) for k, v in metrics.items()})
+                row.update(metrics)
                 run.log(row)
-                bar(", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:3]))
+                bar(", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:3] if v is not None))
             bar(None)
             if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
                 checkpoint(step + 1)

@@ -327,8 +327,10 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
         quiet=quiet,
     )
     rm.model.eval()
-    rm.meta.update({"policy": vc.policy, "heldout": heldout_auc(rm, held_rows)})
+    with distributed.full_weights(rm.model):
+        rm.meta.update({"policy": vc.policy, "heldout": heldout_auc(rm, held_rows)})
     rm.save_pretrained(run.model_dir)
-    load_reward_model(run.model_dir)  # what was written loads as a reward model
+    if run.writer:
+        load_reward_model(run.model_dir)  # what was written loads as a reward model
     run.finish({**rm.meta["heldout"], "final_loss": rows_log[-1]["loss"]})
     return run.model_dir
