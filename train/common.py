@@ -8,7 +8,8 @@ from torch import nn
 
 from cola_models.checkpoint import load_state, save_state, writes_files
 
-WEIGHTS = "weights.safetensors"
+from .loop import WEIGHTS, train_loop
+
 
 
 def save_weights(model: nn.Module, directory: Path) -> None:
@@ -51,8 +52,6 @@ def run_phase(
 ) -> dict:
     """One trained phase of a stage: skipped (weights reloaded) when ``run`` is already done,
     else trained with the shared loop, its weights saved and its last metrics recorded."""
-    from .loop import train_loop
-
     if run.done:
         load_weights(model, run.model_dir)
     else:

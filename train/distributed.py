@@ -193,6 +193,22 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return out
 
 
+def checkpoint_blocks(model: nn.Module) -> None:
+    """Activation checkpointing on every block (once; before sharding, as FSDP2 expects): a
+    block keeps only its input and recomputes the rest when the backward pass reaches it."""
+    from torch.distributed._composable import checkpoint
+
+    if getattr(model, "_latent_search_checkpointed", False):
+        return
+    if hasattr(model, RUNNER_ATTR):
+        from cola_models.errors import ColaError
+
+        raise ColaError("activation checkpointing must be chosen before the model is sharded")
+    for block in blocks(model):
+        checkpoint(block)
+    object.__setattr__(model, "_latent_search_checkpointed", True)
+
+
 def shard(model: nn.Module) -> Callable[[Callable[[], Any]], Any]:
     """Shard ``model`` (once; later phases reuse it) and return how to run a loss on it.
 

@@ -67,7 +67,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tiny_cola, tmp_path, monkeyp
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cola_models.checkpoint.save_state", boom)
+    monkeypatch.setattr("cola_models.checkpoint.write_state", boom)
     with pytest.raises(KeyboardInterrupt):
         tiny_cola.save_pretrained(d)
     assert (d / "model.safetensors").read_bytes() == before

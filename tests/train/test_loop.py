@@ -100,3 +100,22 @@ def test_a_run_directory_has_one_writer(tmp_path):
         RunDir(tmp_path / "r", "base", {"a": 1})
     run.finish({})
     assert RunDir(tmp_path / "r", "base", {"a": 1}).done
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from cola_models.presets import build_model
+    from train.distributed import blocks, checkpoint_blocks
+
+    grads = []
+    for checkpointed in (False, True):
+        model = build_model("tiny", seed=0).train()
+        if checkpointed:
+            checkpoint_blocks(model)
+            checkpoint_blocks(model)  # idempotent
+        ids = torch.randint(3, 60, (2, 9), generator=torch.Generator().manual_seed(0))
+        h = model.backbone(ids, torch.ones_like(ids), torch.arange(9).expand(2, 9))[0]
+        model.world_logits(h[:, :-1], torch.zeros(2, 8, dtype=torch.long)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert len(blocks(model)) > 2 and grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=0, atol=0)
