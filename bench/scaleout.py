@@ -76,11 +76,13 @@ def main() -> None:
                 outs[ranks] = out
         one, many = (statistics.median(times[k]) for k in ("1", str(n)))
         a, b = check[name](outs[1]), check[name](outs[n])
-        same = a == b if name.startswith("eval") else max(
-            abs(x - y) / abs(x) for x, y in zip(a, b)
-        ) < 1e-4  # fmt: skip
+        if name.startswith("eval"):
+            same = f"records identical: {a == b}"
+        else:  # Adam's normalised steps magnify float rounding over the steps
+            worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+            same = f"losses of all {len(a)} logged steps within {worst:.1e} relative"
         print(f"{name}: 1 process {one:.1f} s, {n} ranks {many:.1f} s "
-              f"(x{one / many:.2f}); same result: {same}")  # fmt: skip
+              f"(x{one / many:.2f}); {same}")  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -175,8 +175,10 @@ def run_eval(
     settings, the data, the model) before anything is written, and the directory has one writer
     at a time. ``progress(done, total, correct)`` runs after every batch.
 
-    ``shard=(i, n)``: evaluate problems i, i+n, i+2n, ... into ``out/shard-i-of-n`` (a run
-    directory of its own); ``merge_shards`` then writes the results a single process would."""
+    ``shard=(i, n)``: evaluate batches i, i+n, i+2n, ... (of ``batch_size`` problems, as one
+    process forms them) into ``out/shard-i-of-n`` (a run directory of its own); ``merge_shards``
+    then writes the results a single process would. Dealing whole batches keeps each batch's
+    problems, and so its random stream: sampled searches draw the samples one process draws."""
     from cola_models.atomic import check_writable_dir
 
     out = check_writable_dir(out)
@@ -185,7 +187,7 @@ def run_eval(
         i, n = shard
         if not 0 <= i < n:
             raise ValueError(f"--shard {i}/{n}: the index must be in 0..{n - 1}")
-        out, items = out / f"shard-{i}-of-{n}", items[i::n]
+        out, items = out / f"shard-{i}-of-{n}", shard_items(items, cfg.batch_size, i, n)
     return _evaluate_into(out, cfg, items, warnings, notes, progress)
 
 
@@ -226,6 +228,12 @@ def _evaluate_into(out: Path, cfg: EvalConfig, items, warnings, notes, progress)
     return summary
 
 
+def shard_items(items: list, batch_size: int, i: int, n: int) -> list:
+    """Shard i of n: batches i, i+n, ... of the batches one process forms, in order."""
+    batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
+    return [it for batch in batches[i::n] for it in batch]
+
+
 def merge_shards(cfg: EvalConfig, out: str | Path, n: int) -> dict:
     """Join the n finished shards of ``out`` into ``out/results.jsonl`` and ``summary.json``, in
     the problems' order: what one process evaluating them all writes. A missing or unfinished
@@ -242,7 +250,7 @@ def merge_shards(cfg: EvalConfig, out: str | Path, n: int) -> dict:
         shard = out / f"shard-{i}-of-{n}"
         refuse_other_run(shard, _identity(held_config(shard / "config.json")), want, "a shard")
         done, _ = _read_done(shard / "results.jsonl")
-        missing = [it.id for it in items[i::n] if it.id not in done]
+        missing = [it.id for it in shard_items(items, cfg.batch_size, i, n) if it.id not in done]
         if missing:
             raise ValueError(f"{shard} is missing {len(missing)} problem(s), e.g. {missing[0]}")
         by_id.update(done)

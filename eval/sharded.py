@@ -1,15 +1,16 @@
 """Evaluation across many processes, on torch.distributed (``torchrun``) or as a job array.
 
-Problems are dealt round-robin to ranks (rank i of n takes problems i, i+n, ...); each rank
-evaluates its share into ``OUT/shard-i-of-n`` (a resumable run directory with its own lock),
+Batches of problems, as one process forms them, are dealt round-robin to ranks (rank i of n takes
+batches i, i+n, ...); each rank evaluates its share into ``OUT/shard-i-of-n`` (a resumable run directory with its own lock),
 and the merge writes ``OUT/results.jsonl`` and ``summary.json`` in problem order, the files one
 process would have written. Under ``torchrun`` the ranks meet at a gloo barrier and rank 0
 merges; where ranks cannot talk (Slurm job arrays), each job runs ``eval --shard i/n`` and one
 more runs ``eval --merge-shards n`` with the same settings.
 
-Deviation to know: a problem's samples are drawn from its batch's random stream, so sampled
-searches (sample, best-of-n, mcts with Gumbel) give other samples when batches are composed
-differently; deterministic searches (greedy, beam, mcts, mcts-q) give the same records.
+A problem's samples come from its batch's random stream, and every batch keeps its problems, so
+sampled searches (sample, best-of-n, mcts with Gumbel) give one process's records too, at the same
+``--batch-size``. Deviation to know: the stream is the batch's, not the problem's, so another
+batch size (or a resumed run whose batches are formed from what is left) samples differently.
 """
 
 from __future__ import annotations

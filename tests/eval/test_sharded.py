@@ -43,6 +43,21 @@ def test_shards_merge_into_what_one_process_writes(single, tmp_path):
         merge_shards(EvalConfig(limit=6, search=cfg.search.__class__(seed=3)), tmp_path, 2)
 
 
+def test_sampled_shards_draw_the_one_process_samples(tmp_path):
+    from latent_search.search import SearchSpec
+
+    cfg = EvalConfig(limit=6, batch_size=2, search=SearchSpec(algorithm="sample", seed=5))
+    run_eval(cfg, tmp_path / "one")
+    for i in (1, 0):
+        run_eval(cfg, tmp_path / "two", shard=(i, 2))
+    merge_shards(cfg, tmp_path / "two", 2)
+    one, two = (_records(tmp_path / d / "results.jsonl") for d in ("one", "two"))
+    assert one == two
+    # and the records are draws, not a deterministic output: another seed gives others
+    run_eval(EvalConfig(limit=6, batch_size=2, search=SearchSpec("sample", seed=6)), tmp_path / "o")
+    assert _records(tmp_path / "o" / "results.jsonl") != one
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None
     and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),

@@ -90,3 +90,22 @@ def test_checkpoints_resume_across_world_sizes(one, tmp_path):
         assert [r["time"] >= 1000 for r in idm] == [False, False, True, True]  # resumed at 2
         assert _losses(out) == pytest.approx(_losses(one), rel=1e-5)
         _assert_same_weights(_weights(out), _weights(one))
+
+
+def test_every_stage_runs_on_two_ranks(tmp_path):
+    """The smoke pipeline (base, stage 1, stage 2, latent RL, Q, token RL, verifier, export,
+    evaluation) under torchrun; rank 0 alone reports and the exported models load."""
+    out = tmp_path / "pipeline"
+    cmd = [TORCHRUN, "--nproc-per-node", "2", "--log-dir", str(tmp_path / "logs"), "-m",
+           "latent_search_cli", "train", "pipeline", "--preset", "smoke", "--out", str(out),
+           "--json"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.strip().splitlines()) == 1  # one report, from rank 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == {"tiny-arith", "tiny-arith-bc", "tiny-arith-base", "tiny-arith-token-rl"}
+    for stage in ("base", "stage1", "stage2", "rl", "q", "token-rl", "verifier"):
+        assert (out / stage / "done.json").is_file(), stage
+    for name in report:
+        load_model(out / "models" / name)
