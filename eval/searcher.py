@@ -73,7 +73,13 @@ def _needs_q(model, spec: SearchSpec, value_model: str | None) -> None:
 
 
 def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None) -> None:
-    """Judge with a reward model when the scorer asks for one."""
+    """Judge with a reward model, or the model's own likelihood, when the scorer asks for one."""
+    if spec.scorer.startswith("likelihood"):
+        from latent_search.backends.likelihood import likelihood_scorer, likelihood_value_fn
+
+        searcher.scorer = likelihood_scorer(searcher.model)
+        searcher.value_fn = likelihood_value_fn(searcher.model)
+        return
     if spec.scorer not in ("verifier", "weighted-vote"):
         return
     if not verifier:

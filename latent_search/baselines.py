@@ -92,7 +92,7 @@ def best_of_n(
         raise ValueError("vote selection needs an answer extractor")
     if cfg.select != "vote" and scorer is None:
         raise ValueError(f"{cfg.select} selection needs a scorer")
-    ledger = Ledger(backend, len(prompts), budget=cfg.budget)
+    ledger = Ledger(backend, len(prompts), budget=cfg.budget, prompt_lens=[len(p) for p in prompts])
     samples = _draw(ledger, prompts, cfg, generator)
     owners = [i for i, outs in enumerate(samples) for _ in outs]
     flat = [o for outs in samples for o in outs]

@@ -102,7 +102,7 @@ def beam_search(
     trees = [Tree(prompt_tokens=list(p)) for p in prompts]
     beams = [[_Hyp([], ROOT)] for _ in prompts]
     pools: list[list[_Hyp]] = [[] for _ in prompts]
-    ledger = Ledger(backend, len(prompts), budget=cfg.budget)
+    ledger = Ledger(backend, len(prompts), budget=cfg.budget, prompt_lens=[len(p) for p in prompts])
 
     for _ in range(cfg.max_steps):
         live = [(i, h) for i in ledger.open_problems() for h in beams[i]]

@@ -34,6 +34,12 @@ class RowMeter:
     def charge(self, costs: list[int]) -> None:
         self.ledger.charge(self.owners, costs)
 
+    @property
+    def starts(self) -> list[int] | None:
+        """Where each row's generated text begins (its prompt's length), when the search said."""
+        lens = self.ledger.prompt_lens
+        return None if lens is None else [lens[o] for o in self.owners]
+
 
 @dataclass
 class Choice:
@@ -53,9 +59,11 @@ class Ledger:
         *,
         budget: int | None = None,
         spent: list[int] | None = None,
+        prompt_lens: list[int] | None = None,
     ) -> None:
         self.backend = backend
         self.budget = budget
+        self.prompt_lens = prompt_lens
         self.spent = list(spent) if spent is not None else [0] * n_problems
         """Model tokens charged to each problem so far (a resumed search starts from its own)."""
         if len(self.spent) != n_problems:

@@ -234,7 +234,8 @@ def mcts(
     elif len(trees) != len(prompts):
         raise ValueError(f"{len(trees)} trees given for {len(prompts)} prompts")
     spent = [int(t.meta.get("tokens", 0)) for t in trees]
-    ledger = Ledger(backend, len(trees), budget=cfg.budget, spent=spent)
+    lens = [len(t.prompt_tokens) for t in trees]
+    ledger = Ledger(backend, len(trees), budget=cfg.budget, spent=spent, prompt_lens=lens)
     gumbels: list[dict[int, float] | None] = [
         {int(c): g for c, g in t.meta.get("gumbel", {}).items()} if cfg.gumbel else None
         for t in trees

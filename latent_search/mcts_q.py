@@ -215,7 +215,11 @@ def mcts_q(
     ``on_round(trees)`` runs after every round (to checkpoint them)."""
     trees = trees or [Tree(prompt_tokens=list(p)) for p in prompts]
     ledger = Ledger(
-        backend, len(trees), budget=cfg.budget, spent=[int(t.meta.get("tokens", 0)) for t in trees]
+        backend,
+        len(trees),
+        budget=cfg.budget,
+        spent=[int(t.meta.get("tokens", 0)) for t in trees],
+        prompt_lens=[len(t.prompt_tokens) for t in trees],
     )
     fresh = [(i, ROOT) for i, t in enumerate(trees) if t.reward[ROOT] is None]
     if fresh:

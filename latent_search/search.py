@@ -18,7 +18,9 @@ from .types import Backend, SearchResult, is_oracle
 
 ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
 RESUMABLE = ("mcts", "mcts-q")
-SCORERS = ("q", "verifier", "vote", "weighted-vote")
+SCORERS = ("q", "verifier", "likelihood", "vote", "weighted-vote", "likelihood-vote")
+NEEDS_MODEL = ("verifier", "weighted-vote", "likelihood", "likelihood-vote")
+"""Scorers the caller builds from a model (a reward model, or the searched LM itself)."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,10 @@ class SearchSpec:
     """Selection rounds of mcts-q; simulations of mcts."""
     scorer: str = "q"
     """How rollouts / samples / states are judged without the gold answer: "q" (the Q head's
-    value), "verifier" (a reward model: P(right) of the text so far), "vote" (best-of-n:
-    majority answer) or "weighted-vote" (best-of-n: answers weighted by the verifier)."""
+    value), "verifier" (a reward model: P(right) of the text so far), "likelihood" (the searched
+    model's own LM: the mean token probability of the text after the prompt; nothing trained),
+    "vote" (best-of-n: majority answer), "weighted-vote" / "likelihood-vote" (best-of-n: answers
+    weighted by the verifier / by the likelihood)."""
     seed: int = 0
     beam_width: int = 4
     expand_k: int = 4
@@ -59,7 +63,7 @@ class SearchSpec:
         for name in ("n", "rounds", "beam_width", "expand_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.scorer in ("vote", "weighted-vote") and self.algorithm in (
+        if self.scorer.endswith("vote") and self.algorithm in (
             "beam",
             "mcts",
             "mcts-q",
@@ -87,9 +91,9 @@ class SearchSpec:
 
 
 def _select(scorer_name: str, scorer) -> str:
-    if is_oracle(scorer) or scorer_name in ("q", "verifier"):
+    if is_oracle(scorer) or scorer_name in ("q", "verifier", "likelihood"):
         return "value"
-    return "weighted_vote" if scorer_name == "weighted-vote" else "vote"
+    return "vote" if scorer_name == "vote" else "weighted_vote"
 
 
 def run_search(
@@ -119,8 +123,9 @@ def run_search(
         return decode_once(
             backend, prompts, spec.max_new_tokens, sample=spec.algorithm == "sample", generator=g
         )
-    if spec.scorer in ("verifier", "weighted-vote") and scorer is None:
-        raise ValueError(f"--scorer {spec.scorer} needs a reward model (--verifier DIR)")
+    if spec.scorer in NEEDS_MODEL and scorer is None:
+        what = "the searched model" if spec.scorer.startswith("likelihood") else "--verifier DIR"
+        raise ValueError(f"--scorer {spec.scorer} needs a scorer built from {what}")
     if scorer is None and spec.scorer == "q":
         scorer = q_value_scorer(vb)
     if value_fn is None:

@@ -103,6 +103,11 @@ class Meter(Protocol):
         """Charge work done outside a backend (e.g. a verifier's forward pass), per row."""
         ...
 
+    @property
+    def starts(self) -> list[int] | None:
+        """Where each row's generated text begins (its prompt's length); None if unknown."""
+        ...
+
 
 Scorer = Callable[[list[list[int]], Meter], list[float]]
 """(full token sequences (prompt + generated), meter) -> scores in [0, 1]. A scorer that runs a

@@ -150,8 +150,8 @@ BudgetOpt = Annotated[int | None, typer.Option(help="Cap on model tokens per pro
 ScorerOpt = Annotated[
     str,
     typer.Option(
-        help="Gold-free judge: q (Q head) | verifier (--verifier) | vote | weighted-vote "
-        "(best-of-n)."
+        help="Gold-free judge: q (Q head) | verifier (--verifier) | likelihood (the model's own "
+        "mean token probability) | vote | weighted-vote | likelihood-vote (best-of-n)."
     ),
 ]
 VerifierOpt = Annotated[
