@@ -58,10 +58,27 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="scaleout-"))
     n = args.ranks
     jobs = {
-        "train base": lambda out: ["train", "base", "--preset", "tiny", "--quiet", "--steps",
-                                   str(args.train_steps), "--out", str(out)],  # fmt: skip
-        "eval arith greedy": lambda out: ["eval", "--task", "arith", "--limit",
-                                          str(args.eval_limit), "--out", str(out), "--json"],  # fmt: skip
+        "train base": lambda out: [
+            "train",
+            "base",
+            "--preset",
+            "tiny",
+            "--quiet",
+            "--steps",
+            str(args.train_steps),
+            "--out",
+            str(out),
+        ],  # fmt: skip
+        "eval arith greedy": lambda out: [
+            "eval",
+            "--task",
+            "arith",
+            "--limit",
+            str(args.eval_limit),
+            "--out",
+            str(out),
+            "--json",
+        ],  # fmt: skip
     }
     check = {"train base": losses, "eval arith greedy": records}
     print(f"{n} ranks x 1 thread against 1 process x {n} threads; {args.repeats} repeats")

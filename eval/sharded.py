@@ -37,12 +37,33 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def pin_device() -> str | None:
+    """One GPU per rank (data parallel): this process sees only device LOCAL_RANK of the visible
+    ones, so its engine (vLLM, or torch) lands there. Must run before CUDA starts; returns the
+    device chosen, None without torchrun or GPUs."""
+    local = os.environ.get("LOCAL_RANK")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if local is None:
+        return None
+    if visible:
+        devices = [d for d in visible.split(",") if d.strip()]
+    else:
+        import torch
+
+        devices = [str(i) for i in range(torch.cuda.device_count())]
+    if len(devices) <= 1:
+        return devices[0] if devices else None
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(local) % len(devices)]
+    return os.environ["CUDA_VISIBLE_DEVICES"]
+
+
 def run_distributed(cfg, out, *, progress=None, timeout_minutes: int = 600) -> dict | None:
     """This rank's shard, a barrier, then rank 0's merge; returns the summary on rank 0."""
     import torch.distributed as dist
 
     from .runner import merge_shards, run_eval
 
+    pin_device()
     rank, world = torchrun_rank()
     dist.init_process_group("gloo", timeout=timedelta(minutes=timeout_minutes))
     try:

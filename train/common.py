@@ -11,7 +11,6 @@ from cola_models.checkpoint import load_state, save_state, writes_files
 from .loop import WEIGHTS, train_loop
 
 
-
 def save_weights(model: nn.Module, directory: Path) -> None:
     """The model's weights (gathered when sharded; rank 0 writes)."""
     if writes_files():

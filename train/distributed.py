@@ -1,7 +1,7 @@
 """Training across processes on torch.distributed: FSDP2 sharding under ``torchrun``.
 
 Launched by ``torchrun --nproc-per-node N`` (one host, or many with its rendezvous flags), every
-stage runs unchanged: :func:`setup` joins the process group (gloo on CPU, nccl on GPU), the
+stage runs unchanged: :func:`setup` joins the process group (gloo: training runs on CPUs), the
 shared loop shards the model with ``fully_shard`` (every block of every ``nn.ModuleList`` its own
 unit, the rest under one root), and each rank computes the loss on its share of the global batch.
 With one process every function here is the identity, so nothing else branches on the world size.
@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 RUNNER_ATTR = "_latent_search_fsdp_runner"
@@ -50,16 +49,15 @@ def setup(timeout_minutes: int = 120) -> tuple[int, int]:
 
     Packed oneDNN linears are an inference cache keyed by weight tensors; FSDP refills gathered
     weights in place, which the cache would not notice, so they are off in sharded runs.
+    Training builds its batches on the CPU, so the group is gloo and the mesh the CPU's; placing
+    batches and weights on each rank's GPU (nccl) is not built yet.
     """
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return world()
     os.environ["LATENT_SEARCH_PACKED_LINEAR"] = "0"
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    dist.init_process_group("gloo", timeout=timedelta(minutes=timeout_minutes))
     return world()
 
 
@@ -222,8 +220,7 @@ def shard(model: nn.Module) -> Callable[[Callable[[], Any]], Any]:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        mesh = init_device_mesh(device, (world()[1],))
+        mesh = init_device_mesh("cpu", (world()[1],))  # see setup: CPU training only
         for block in blocks(model):
             fully_shard(block, mesh=mesh)
         runner = LossRunner(model)

@@ -284,7 +284,9 @@ def train_loop(
                 row = {"step": step, "lr": sched.get_last_lr()[0], "time": round(elapsed, 3)}
                 row.update(metrics)
                 run.log(row)
-                bar(", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:3] if v is not None))
+                bar(
+                    ", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:3] if v is not None)
+                )
             bar(None)
             if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
                 checkpoint(step + 1)

@@ -115,7 +115,9 @@ def cached_samples(
 
     def sample(c: int) -> list[dict]:
         start = starts[c]
-        groups = sample_groups(model, problems[start : start + chunk], spec, generator(seed, stream, start))
+        groups = sample_groups(
+            model, problems[start : start + chunk], spec, generator(seed, stream, start)
+        )
         out = []
         for i, gr in enumerate(groups):
             for gen, rew, ans in zip(gr.gens, gr.rewards, gr.answers):

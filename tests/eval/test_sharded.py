@@ -73,3 +73,13 @@ def test_two_torchrun_ranks_write_what_one_process_writes(single, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["n"] == 6  # rank 0 reports once
     assert _records(tmp_path / "run" / "results.jsonl") == _records(single / "results.jsonl")
+
+
+def test_each_rank_sees_its_own_gpu(monkeypatch):
+    from eval.sharded import pin_device
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert pin_device() == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert pin_device() is None and os.environ["CUDA_VISIBLE_DEVICES"] == "5"

@@ -65,7 +65,9 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 def _assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=k)  # Adam magnifies rounding
+        torch.testing.assert_close(
+            a[k], b[k], rtol=1e-4, atol=1e-4, msg=k
+        )  # Adam magnifies rounding
 
 
 @pytest.fixture(scope="module")

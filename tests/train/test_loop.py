@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from cola_models.errors import ColaError
-from train.common import load_weights, save_weights
 from train.loop import OptimConfig, RunDir, lr_factor, train_loop
 from train.seeds import generator
 

@@ -12,12 +12,16 @@ from train.losses import (
 
 def test_gumbel_st_is_one_hot_forward_with_soft_gradients():
     logits = torch.randn(3, 5, requires_grad=True)
-    onehot, p = gumbel_softmax_st(logits, 2.0, torch.rand(logits.shape, generator=torch.Generator().manual_seed(0)))
+    onehot, p = gumbel_softmax_st(
+        logits, 2.0, torch.rand(logits.shape, generator=torch.Generator().manual_seed(0))
+    )
     assert torch.equal(onehot.detach().sum(-1), torch.ones(3))
     assert set(onehot.detach().unique().tolist()) <= {0.0, 1.0}
     (onehot * torch.arange(5.0)).sum().backward()
     assert logits.grad.abs().sum() > 0
-    again, _ = gumbel_softmax_st(logits, 2.0, torch.rand(logits.shape, generator=torch.Generator().manual_seed(0)))
+    again, _ = gumbel_softmax_st(
+        logits, 2.0, torch.rand(logits.shape, generator=torch.Generator().manual_seed(0))
+    )
     assert torch.equal(again, onehot)
 
 
