@@ -37,34 +37,12 @@ def _samples(model, problems, k: int, temperature: float, seed: int):
     return flat, out
 
 
-def _lm_mean_prob(model, seqs: list[list[int]], prompt_lens: list[int]) -> list[float]:
-    """exp(mean log-probability) the LM gives each sample's generated tokens, in (0, 1]: a
-    length-normalised score that is also a non-negative vote weight."""
-    import torch
-
-    from cola_models.blocks import positions_from_mask
-    from cola_models.tokenizer import left_pad, pad_id
-
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(seqs), 128):
-            chunk, lens = seqs[s : s + 128], prompt_lens[s : s + 128]
-            ids, mask = left_pad(chunk, pad_id(model.tokenizer))
-            h, _ = model.backbone(ids, mask.bool(), positions_from_mask(mask))
-            logp = model.backbone.token_logits(h[:, :-1]).float().log_softmax(-1)
-            tok = logp.gather(-1, ids[:, 1:, None])[..., 0]  # [B, T-1]
-            T = ids.shape[1]
-            for r, (seq, n) in enumerate(zip(chunk, lens)):
-                start = T - len(seq) + n - 1  # first generated token's target index
-                out.append(float(tok[r, start:].mean().exp()))
-    return out
-
-
 def main() -> None:
     import cola_models as cm
     from eval.answers import extract_answer
     from eval.ranking import Group, best_of, pooled_auc, within_problem_auc
     from eval.tasks import get_task
+    from latent_search.backends.likelihood import mean_token_probs
     from latent_search.backends.torch_backend import TorchBackend
     from latent_search.scorers import state_values
 
@@ -86,7 +64,7 @@ def main() -> None:
     answers = [extract_answer(t) for t in out.texts]
     seqs = [p + o for p, o in zip(flat, out.token_ids)]
     scores: dict[str, list[float]] = {
-        "lm_mean_prob": _lm_mean_prob(model, seqs, [len(p) for p in flat])
+        "lm_mean_prob": mean_token_probs(model, seqs, [len(p) for p in flat])
     }
     if getattr(model, "q", None) is not None:
         be = TorchBackend(model)
