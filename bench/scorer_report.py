@@ -64,7 +64,7 @@ def main() -> None:
     answers = [extract_answer(t) for t in out.texts]
     seqs = [p + o for p, o in zip(flat, out.token_ids)]
     scores: dict[str, list[float]] = {
-        "lm_mean_prob": mean_token_probs(model, seqs, [len(p) for p in flat])
+        "lm_mean_prob": mean_token_probs(model, seqs, [len(p) for p in flat])[0]
     }
     if getattr(model, "q", None) is not None:
         be = TorchBackend(model)

@@ -4,7 +4,8 @@ after the prompt, under the LM head (a CoLA model's frozen backbone, or a plain 
 Nothing is trained and no answer is read. Measured before it drives a search (README, "Search
 that pays"): on the stronger tiny preset's samples it ranks a problem's right samples above its
 wrong ones at within-problem AUC 0.73, where the Q head and the trained verifiers are at chance.
-Its forward tokens are charged to each row's problem through the meter.
+Its forward tokens are charged to each row's problem through the meter: a prompt shared by
+several rows is run (and charged) once.
 """
 
 from __future__ import annotations
@@ -16,26 +17,59 @@ from ..types import Meter, Scorer, ValueFn
 CHUNK = 64  # rows per forward pass
 
 
-def mean_token_probs(model, seqs: list[list[int]], starts: list[int]) -> list[float]:
-    """exp(mean log p(token | prefix)) over positions starts[r]..end of each sequence, in (0, 1]
-    (1.0 where nothing follows the prompt yet)."""
+def mean_token_probs(model, seqs: list[list[int]], starts: list[int]) -> tuple[list, list]:
+    """(exp(mean log p(token | prefix)) over positions starts[r]..end of each sequence, in
+    (0, 1], 1.0 where nothing follows the prompt; the tokens each row's work took).
+
+    Rows with the same prompt (a best-of-n group, a node's children) share one pass over it: the
+    prompt is run once, its cache copied to each of its rows, and only their own tokens run after
+    it. A shared prompt's tokens are charged to the first of its rows."""
+    out: list[float] = []
+    costs: list[int] = []
+    with torch.no_grad():
+        for s in range(0, len(seqs), CHUNK):
+            scores, cost = _chunk(model, seqs[s : s + CHUNK], starts[s : s + CHUNK])
+            out += scores
+            costs += cost
+    return out, costs
+
+
+def _chunk(model, rows: list[list[int]], first: list[int]) -> tuple[list[float], list[int]]:
     from cola_models.blocks import positions_from_mask
     from cola_models.tokenizer import left_pad, pad_id
 
-    out: list[float] = []
-    with torch.no_grad():
-        for s in range(0, len(seqs), CHUNK):
-            rows, first = seqs[s : s + CHUNK], starts[s : s + CHUNK]
-            ids, mask = left_pad(rows, pad_id(model.tokenizer))  # [B, T]
-            h, _ = model.backbone(ids, mask.bool(), positions_from_mask(mask))  # [B, T, D]
-            logp = model.backbone.token_logits(h[:, :-1]).float().log_softmax(-1)  # [B, T-1, V]
-            tok = logp.gather(-1, ids[:, 1:, None])[..., 0]  # [B, T-1]: log p of token t+1
-            T = ids.shape[1]
-            for r, (seq, n) in enumerate(zip(rows, first)):
-                begin = T - len(seq) + n - 1  # target index of the first generated token
-                gen = tok[r, begin:]
-                out.append(float(gen.mean().exp()) if gen.numel() else 1.0)
-    return out
+    pad = pad_id(model.tokenizer)
+    prompts: dict[tuple[int, ...], int] = {}
+    which = [prompts.setdefault(tuple(seq[:n]), len(prompts)) for seq, n in zip(rows, first)]
+    gens = [seq[n:] for seq, n in zip(rows, first)]
+    p_ids, p_mask = left_pad([list(p) for p in prompts], pad)  # [U, P]
+    h_p, cache = model.backbone(p_ids, p_mask.bool(), positions_from_mask(p_mask))  # [U, P, D]
+    first_logp = model.backbone.token_logits(h_p[:, -1]).float().log_softmax(-1)  # [U, V]
+    G = max(len(g) for g in gens)
+    costs = [len(g) for g in gens]
+    for u in range(len(prompts)):  # each prompt's pass, charged to its first row
+        costs[which.index(u)] += int(p_mask[u].sum())
+    if G == 0:
+        return [1.0] * len(rows), costs
+    idx = torch.tensor(which)  # [B] prompt of each row
+    g_ids = torch.full((len(rows), G), pad, dtype=torch.long)  # [B, G] right-padded
+    g_mask = torch.zeros(len(rows), G, dtype=torch.long)
+    for r, g in enumerate(gens):
+        g_ids[r, : len(g)] = torch.tensor(g, dtype=torch.long)
+        g_mask[r, : len(g)] = 1
+    key_mask = torch.cat([p_mask[idx], g_mask], dim=1).bool()  # [B, P + G]
+    positions = p_mask.sum(-1)[idx][:, None] + torch.arange(G)  # [B, G]: after each prompt
+    h_g, _ = model.backbone(g_ids, key_mask, positions, cache.select(idx, room=G))  # [B, G, D]
+    rest = model.backbone.token_logits(h_g[:, :-1]).float().log_softmax(-1)  # [B, G-1, V]
+    tok = torch.cat(
+        [
+            first_logp[idx].gather(-1, g_ids[:, :1]),  # [B, 1]: from the prompt's last state
+            rest.gather(-1, g_ids[:, 1:, None])[..., 0],  # [B, G-1]
+        ],
+        dim=1,
+    )  # [B, G] log p of each generated token
+    mean = (tok * g_mask).sum(-1) / g_mask.sum(-1).clamp(min=1)  # [B]
+    return [float(m.exp()) if len(g) else 1.0 for m, g in zip(mean, gens)], costs
 
 
 def likelihood_scorer(model) -> Scorer:
@@ -45,8 +79,9 @@ def likelihood_scorer(model) -> Scorer:
         starts = meter.starts
         if starts is None:
             raise ValueError("the likelihood scorer needs to know where each prompt ends")
-        meter.charge([len(s) for s in seqs])  # one forward pass over each whole sequence
-        return mean_token_probs(model, seqs, starts)
+        scores, costs = mean_token_probs(model, seqs, starts)
+        meter.charge(costs)
+        return scores
 
     score.oracle = False
     return score

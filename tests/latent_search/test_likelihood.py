@@ -31,12 +31,14 @@ def _direct(model, seq, start):
 def test_it_scores_the_generated_tokens_only(model):
     seqs = [[1, 40, 41, 50, 51, 52], [1, 40, 41, 42, 43, 44, 60], [1, 9, 60]]
     starts = [3, 3, 2]
-    got = mean_token_probs(model, seqs, starts)  # one padded batch
+    got, costs = mean_token_probs(model, seqs, starts)  # one padded batch, two prompts
     want = [_direct(model, s, n) for s, n in zip(seqs, starts)]
     assert got == pytest.approx(want, rel=1e-5)
     assert all(0.0 < x <= 1.0 for x in got)
+    assert costs == [3 + 3, 4, 2 + 1]  # the shared prompt [1, 40, 41] is run once
     # a different prompt before the same answer changes the score only through the context
-    assert mean_token_probs(model, [[1, 40, 41, 50, 51, 52]], [1]) != pytest.approx(got[:1])
+    assert mean_token_probs(model, [[1, 40, 41, 50, 51, 52]], [1])[0] != pytest.approx(got[:1])
+    assert mean_token_probs(model, [[1, 40]], [2]) == ([1.0], [2])  # nothing generated yet
 
 
 def test_best_of_n_keeps_the_most_likely_sample_and_charges_its_work(model, monkeypatch):

@@ -79,7 +79,7 @@ def test_expand_is_the_action_and_costs_nothing(vllm_backend, prompts):
 
 
 def test_sampled_rollouts_follow_the_seed(vllm_backend, prompts):
-    rows = [prompts[0]] * 4 + [prompts[1]] * 4
+    rows = [prompts[1]] * 4 + [prompts[0]] * 4  # prompts[1]: one the model is unsure of
 
     def draw(seed):
         return vllm_backend.rollout(

@@ -63,7 +63,8 @@ def test_best_of_n_samples_are_seeded(vllm_backend, prompts):
 def test_sampled_rollouts_are_seeded_and_use_n(vllm_backend, prompts):
     def run(seed):
         return vllm_backend.rollout(
-            [prompts[0]] * 4 + [prompts[1]],
+            # prompts[1]: a question the model is unsure of, so that samples can differ
+            [prompts[1]] * 4 + [prompts[0]],
             48,
             sample=True,
             generator=torch.Generator().manual_seed(seed),
