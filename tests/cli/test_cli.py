@@ -28,7 +28,18 @@ def test_models_json_lists_presets():
 
 def test_solve_json_has_contract_fields():
     result = runner.invoke(
-        app, ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "5", "--json"]
+        app,
+        [
+            "solve",
+            "1+1=",
+            "--model",
+            "tiny",
+            "--search",
+            "greedy",
+            "--max-new-tokens",
+            "5",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
@@ -84,7 +95,7 @@ def test_solve_budget_and_search_errors():
     for args in (
         ["--search", "nope"],
         ["--budget", "0"],
-        ["--budget", "400"],  # greedy: one decode, nothing for a budget to bind
+        ["--search", "greedy", "--budget", "400"],  # one decode: nothing for a budget to bind
         ["--search", "sample", "--budget", "400"],
         ["--search", "mcts-q", "--scorer", "vote"],
         ["--search", "beam", "--gumbel"],
