@@ -62,6 +62,10 @@ def _arm_config(arm: str, args):
         eval_problems=args.eval_problems,
     )
     optim = replace(cfg.optim, steps=args.steps)
+    if args.tasks:  # train on these tasks (and levels) only; held-out evaluation is unchanged
+        n = len(args.tasks)
+        data = replace(cfg.data, tasks=tuple(args.tasks), weights=(1.0,) * n)
+        cfg = replace(cfg, data=replace(data, levels=tuple(args.levels or ())))
     lr = args.token_lr if arm == "token-rl" else args.latent_lr
     if lr is not None:
         optim = replace(optim, lr=lr)
@@ -88,6 +92,8 @@ def main() -> None:
     ap.add_argument("--latent-lr", type=float, default=None, help="default: the preset's")
     ap.add_argument("--token-lr", type=float, default=None, help="default: the preset's")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    ap.add_argument("--tasks", nargs="+", default=None, help="train on these tasks only")
+    ap.add_argument("--levels", type=int, nargs="+", default=None, help="with --tasks: levels")
     args = ap.parse_args()
     args.cola, args.lm = _resolve(args.cola), _resolve(args.lm)
 

@@ -30,9 +30,14 @@ class DataConfig:
     """Examples longer than this many tokens are dropped."""
     batch_size: int = 32
     seed: int = 0
+    levels: tuple[int, ...] = ()
+    """Only problems of these difficulty levels (arith: solution steps); empty: every level."""
 
     def __post_init__(self) -> None:
         self.tasks, self.weights = tuple(self.tasks), tuple(self.weights)
+        self.levels = tuple(self.levels)
+        if any(lv < 1 for lv in self.levels):
+            raise ColaError(f"data.levels={list(self.levels)} must be levels >= 1")
         if len(self.tasks) != len(self.weights) or not self.tasks:
             raise ColaError("data.tasks and data.weights must be non-empty and of equal length")
         if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
@@ -52,7 +57,9 @@ def train_problems(cfg: DataConfig) -> list:
     for name, w in zip(cfg.tasks, cfg.weights):
         n = round(cfg.n_train * w / total)
         if n:
-            problems += get_task(name).generate(n, seed=cfg.seed, split="train")
+            problems += get_task(name).generate(
+                n, seed=cfg.seed, split="train", levels=cfg.levels or None
+            )
     order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(cfg.seed))
     return [problems[i] for i in order.tolist()]
 
