@@ -18,9 +18,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
+
+ROWS = 4096  # samples generated per batch
 
 
 def _samples(model, problems, k: int, temperature: float, seed: int):
@@ -33,8 +36,13 @@ def _samples(model, problems, k: int, temperature: float, seed: int):
     prompts = cm.tokenizer_encode(model.tokenizer, [format_prompt(p.question) for p in problems])
     flat = [p for p in prompts for _ in range(k)]
     cfg = GenerationConfig(max_new_tokens=256, action="sample", action_temperature=temperature)
-    out = generate(model, flat, cfg, generator=torch.Generator().manual_seed(seed))
-    return flat, out
+    g = torch.Generator().manual_seed(seed)
+    texts, token_ids = [], []
+    for s in range(0, len(flat), ROWS):  # one batch of every sample ran out of memory at 16k rows
+        out = generate(model, flat[s : s + ROWS], cfg, generator=g)
+        texts += out.texts
+        token_ids += out.token_ids
+    return flat, SimpleNamespace(texts=texts, token_ids=token_ids)
 
 
 def main() -> None:
