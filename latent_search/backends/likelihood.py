@@ -1,9 +1,10 @@
 """The searched model's own language model as a gold-free scorer: exp(mean log p) of the tokens
 after the prompt, under the LM head (a CoLA model's frozen backbone, or a plain LM).
 
-Nothing is trained and no answer is read. Measured before it drives a search (README, "Search
-that pays"): on the stronger tiny preset's samples it ranks a problem's right samples above its
-wrong ones at within-problem AUC 0.73, where the Q head and the trained verifiers are at chance.
+Nothing is trained and no answer is read. Measured before it drives a search (README, "Measured:
+the verifier report"): on the bundled model's samples it ranks a problem's right samples above
+its wrong ones at within-problem AUC 0.70 [0.65, 0.76], where the Q head (0.49) and the trained
+verifier (0.56) are at or near chance.
 Its forward tokens are charged to each row's problem through the meter: a prompt shared by
 several rows is run (and charged) once.
 """
