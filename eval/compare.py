@@ -46,6 +46,17 @@ def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Met
             "tiny-arith",
             SearchSpec(**s, algorithm="best-of-n", n=n, scorer="vote"),
         ),
+        Method(
+            f"best-of-{n} (likelihood)",
+            "tiny-arith",
+            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="likelihood"),
+        ),
+        Method(
+            f"token best-of-{n} (likelihood)",
+            "tiny-arith-base",
+            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="likelihood"),
+            level="token",
+        ),
         Method("beam", "tiny-arith", SearchSpec(**s, algorithm="beam", max_new_tokens=256)),
         Method("mcts", "tiny-arith", SearchSpec(**s, algorithm="mcts", rounds=big)),
         Method("mcts-q", "tiny-arith", SearchSpec(**s, algorithm="mcts-q", rounds=big)),
