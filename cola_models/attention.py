@@ -46,8 +46,37 @@ def grouped_query_attention(
         mask = torch.ones(T, S, dtype=torch.bool, device=query.device).tril(S - T)[None, None]
     if mask is not None:
         mask = mask.repeat(1, 1, R, 1)  # [B|1, 1, R*T, S], rows in q's order
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    spans = kwargs.get("row_spans")
+    if T != 1 or not spans or len(spans) == 1 and spans[0][2] == 0:
+        out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    else:  # decode: each run of rows reads only the key slots some row of it uses
+        out = q.new_empty(B, G, R, hd)
+        for a, b, s in spans:
+            m = None if mask is None else mask[a:b, :, :, s:]
+            out[a:b] = F.scaled_dot_product_attention(
+                q[a:b], key[a:b, :, s:], value[a:b, :, s:], attn_mask=m, scale=scaling
+            )
     return out.reshape(B, H, T, hd).transpose(1, 2).contiguous(), None  # [B, T, H, hd]
+
+
+def row_spans(key_mask: Tensor, waste: float = 1.25) -> list[tuple[int, int, int]]:
+    """Runs of consecutive rows of a left-padded key_mask [B, S] as (first row, end row, first
+    slot any of them uses), cut so that a run reads at most ``waste`` times its rows' real keys.
+    A decode step's attention then skips the padding before each run's longest row: a batch
+    whose prompts differ severalfold in length otherwise reads every row to the longest."""
+    B, S = key_mask.shape
+    first = key_mask.int().argmax(-1).tolist()  # each row's first valid slot
+    spans: list[tuple[int, int, int]] = []
+    a, start, real = 0, first[0], S - first[0]
+    for i in range(1, B):
+        s = min(start, first[i])
+        if (i + 1 - a) * (S - s) > waste * (real + S - first[i]):
+            spans.append((a, i, start))
+            a, start, real = i, first[i], S - first[i]
+        else:
+            start, real = s, real + S - first[i]
+    spans.append((a, B, start))
+    return spans
 
 
 def use_grouped_query_attention(lm) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .attention import row_spans
 from .blocks import BlockShape, StackCache
 from .config import SUPPORTED_MODEL_TYPES, BackboneSpec
 from .errors import ColaError
@@ -76,6 +77,9 @@ class Backbone(nn.Module):
     ) -> tuple[Tensor, StackCache]:
         """input_ids, positions: [B, T]; key_mask: [B, S] (past + T). Returns h [B, T, D], cache."""
         cache = (cache or StackCache()).extended(input_ids.shape[1])
+        extra = {}
+        if input_ids.shape[1] == 1 and input_ids.shape[0] > 1:  # a decode step of a batch
+            extra["row_spans"] = row_spans(key_mask)
         out = self.lm.get_decoder()(
             input_ids=input_ids,
             attention_mask=key_mask.long(),
@@ -84,6 +88,7 @@ class Backbone(nn.Module):
                 cache, self.hf_config.num_hidden_layers, past=cache.length - input_ids.shape[1]
             ),
             use_cache=True,
+            **extra,
         )
         return out.last_hidden_state, cache
 

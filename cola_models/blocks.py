@@ -140,15 +140,50 @@ class StackCache:
         self.vbuf[layer][:, :, self.length - T : self.length] = v
         return self.kbuf[layer][:, :, : self.length], self.vbuf[layer][:, :, : self.length]
 
-    def select(self, index: Tensor, room: int = 0) -> StackCache:
-        """Rows ``index`` [B'] of the batch (a copy of their prefixes, ``room`` free slots after;
-        used to branch search nodes and to drop finished rows)."""
+    def reserved(self, n_new: int) -> StackCache:
+        """This state with room for ``n_new`` more tokens, so that appending them never grows the
+        buffers (a generation knows its length: growing by 1.125 as it goes would copy the cache
+        some eight times over). At the tip the shared buffers are swapped for larger ones (other
+        states keep their prefixes); elsewhere the prefix is copied into buffers of its own, the
+        copy its first extension would make anyway."""
+        S, need = self.length, self.length + n_new
+        if not self.kbuf or need <= self.capacity and self.tip[0] == S:
+            return self
+        if self.tip[0] != S:
+            return StackCache(
+                [_copy_prefix(k, S, need) for k in self.kbuf],
+                [_copy_prefix(v, S, need) for v in self.vbuf],
+                S,
+            )
+        for i in range(len(self.kbuf)):
+            self.kbuf[i] = _copy_prefix(self.kbuf[i], S, need)
+            self.vbuf[i] = _copy_prefix(self.vbuf[i], S, need)
+        return self
+
+    def select(self, index: Tensor, room: int = 0, start: int = 0) -> StackCache:
+        """Rows ``index`` [B'] of the batch: a copy of slots ``start:length`` of their prefixes
+        (slots before ``start`` are left padding of every selected row), ``room`` free slots
+        after; used to branch search nodes and to drop finished rows."""
         S = self.length
         return StackCache(
-            [_copy_prefix(k[:, :, :S][index], S, S + room) for k in self.kbuf],
-            [_copy_prefix(v[:, :, :S][index], S, S + room) for v in self.vbuf],
-            S,
+            [_select_rows(k, index, start, S, room) for k in self.kbuf],
+            [_select_rows(v, index, start, S, room) for v in self.vbuf],
+            S - start,
         )
+
+    def compacted(self, index: list[int]) -> StackCache:
+        """Rows ``index`` (ascending) moved to the front of these very buffers, which then end at
+        ``len(index)`` rows: finished rows leave a generation without a new allocation (fresh
+        buffers of this size cost more in page faults than the copy itself). Only for buffers
+        this state owns alone: rows of other states sharing them would be overwritten."""
+        S = self.length
+        for bufs in (self.kbuf, self.vbuf):
+            for buf in bufs:
+                for i, j in enumerate(index):  # j >= i: row j is read before anything writes it
+                    if i != j:
+                        buf[i, :, :S] = buf[j, :, :S]
+        n = len(index)
+        return StackCache([k[:n] for k in self.kbuf], [v[:n] for v in self.vbuf], S)
 
     @staticmethod
     def cat(caches: list[StackCache], room: int = 0) -> StackCache:
@@ -161,9 +196,11 @@ class StackCache:
             parts = [getattr(c, bufs)[i] for c in caches]
             B = sum(p.shape[0] for p in parts)
             first = parts[0]
-            out = first.new_zeros(B, first.shape[1], S + room, first.shape[3])
+            out = first.new_empty(B, first.shape[1], S + room, first.shape[3])
             row = 0
             for c, p in zip(caches, parts):
+                # padding slots are masked, but must be finite: softmax weight 0 times NaN is NaN
+                out[row : row + p.shape[0], :, : S - c.length] = 0
                 out[row : row + p.shape[0], :, S - c.length : S] = p[:, :, : c.length]
                 row += p.shape[0]
             return out
@@ -179,6 +216,21 @@ def _copy_prefix(buf: Tensor, length: int, capacity: int) -> Tensor:
     """A new buffer [B, H, capacity, hd] holding buf's first ``length`` slots."""
     out = buf.new_empty(buf.shape[0], buf.shape[1], capacity, buf.shape[3])
     out[:, :, :length] = buf[:, :, :length]
+    return out
+
+
+def shared_padding(key_mask: Tensor) -> int:
+    """How many leading slots are padding in every row of key_mask [B, S]: a batch that lost
+    its longest prompt drops them, so attention stops reading them at every step."""
+    valid = key_mask.any(0).nonzero()
+    return int(valid[0]) if len(valid) else 0
+
+
+def _select_rows(buf: Tensor, index: Tensor, start: int, end: int, room: int) -> Tensor:
+    """A new buffer [len(index), H, end - start + room, hd] holding rows ``index`` of slots
+    ``start:end``: gathered straight into it (one copy, not a gather then a copy)."""
+    out = buf.new_empty(len(index), buf.shape[1], end - start + room, buf.shape[3])
+    torch.index_select(buf[:, :, start:end], 0, index, out=out[:, :, : end - start])
     return out
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .blocks import shared_padding
 from .errors import ColaError
 from .sampling import sample_logits, uniform_actions
 from .tokenizer import encode, left_pad, pad_id
@@ -139,6 +140,35 @@ def _final_text(tokenizer, ids: list[int], stops: tuple[str, ...]) -> str:
     return text[: min(cut)] if cut else text
 
 
+def length_groups(lengths: list[int], waste: float = 1.25) -> list[list[int]]:
+    """Indices of ``lengths`` in ascending length, cut into runs whose left-padded size (rows x
+    longest) is at most ``waste`` times their real tokens: prompts of very different lengths are
+    prefilled apart instead of every row paying for the longest."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    total = 0
+    for i in order:
+        if groups and lengths[i] * (len(groups[-1]) + 1) <= waste * (total + lengths[i]):
+            groups[-1].append(i)
+            total += lengths[i]
+        else:
+            groups.append([i])
+            total = lengths[i]
+    return groups
+
+
+def _prefill(decoder, seqs: list[list[int]], pad: int, device, room: int):
+    """Prefill prompts in groups of similar length and join the states (with ``room`` cache
+    slots for the generation). Returns (batch position -> row of ``seqs``, the state). The batch
+    is in ascending prompt length, so rows that share padding sit together."""
+    groups = length_groups([len(s) for s in seqs])
+    states = []
+    for group in groups:
+        ids, mask = left_pad([seqs[i] for i in group], pad, device)
+        states.append(decoder.start(ids, mask))
+    return [i for g in groups for i in g], type(states[0]).cat(states, room)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -173,10 +203,12 @@ def generate(
     )
     B, device = len(seqs), model.device
     prefill = 0
+    rows: list[int | None] = list(range(B))  # batch position -> original row (None: finished)
+    owned = state is None  # a caller's state may share buffers with its other states
     if state is None:
-        input_ids, mask = left_pad(seqs, pad_id(tok), device)
-        state = decoder.start(input_ids, mask)
-        prefill = int(mask.sum())
+        rows, state = _prefill(decoder, seqs, pad_id(tok), device, cfg.max_new_tokens)
+        prefill = sum(len(s) for s in seqs)
+    state = state.reserved(cfg.max_new_tokens)  # room for the whole generation, allocated once
     final_states: list | None = [None] * B if keep_states else None
     eos = tok.eos_token_id if cfg.stop_at_eos else None
     tail = max((len(s) for s in cfg.stop_strings), default=0) + 8
@@ -184,7 +216,6 @@ def generate(
     out_actions: list[list[int]] = [[] for _ in range(B)]
     out_logps: list[list[float]] = [[] for _ in range(B)]
     reasons = ["length"] * B
-    rows: list[int | None] = list(range(B))  # batch position -> original row (None: finished)
     decode_tokens = 0
 
     for step in range(cfg.max_new_tokens):
@@ -224,8 +255,11 @@ def generate(
         alive = set(keep)
         rows = [r if j in alive else None for j, r in enumerate(rows)]
         if _compact(len(rows), len(keep)):
-            room = min(cfg.max_new_tokens - step, max(32, step // 4))  # grows as it goes
-            state, batch_tokens = state.select(keep, room), batch_tokens[keep]
+            if owned and not shared_padding(state.key_mask[keep]):
+                state = state.compacted(keep)  # in place: no new buffers
+            else:  # a copy of its own, without the padding no kept row needs any more
+                state, owned = state.select(keep, cfg.max_new_tokens - step), True
+            batch_tokens = batch_tokens[keep]
             rows = [rows[j] for j in keep]
         state = decoder.advance(state, batch_tokens)
         decode_tokens += len(keep)  # tokens served; finished rows still in the batch are not

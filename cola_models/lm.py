@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import Backbone, torch_device, torch_dtype
-from .blocks import StackCache, positions_from_mask
+from .blocks import StackCache, positions_from_mask, shared_padding
 from .errors import ColaError
 
 
@@ -46,12 +46,28 @@ class LMState:
 
     def select(self, index: Tensor | list[int], room: int = 0) -> LMState:
         index = torch.as_tensor(index, dtype=torch.long, device=self.logits.device)
+        key_mask = self.key_mask[index]
+        start = shared_padding(key_mask)  # RoPE positions live in next_pos, not in slots
+        return LMState(
+            key_mask[:, start:],
+            self.next_pos[index],
+            self.logits[index],
+            self.cache.select(index, room, start),
+        )
+
+    def compacted(self, keep: list[int]) -> LMState:
+        """Rows ``keep`` (ascending) in this cache's own buffers (see StackCache.compacted)."""
+        index = torch.as_tensor(keep, dtype=torch.long, device=self.logits.device)
         return LMState(
             self.key_mask[index],
             self.next_pos[index],
             self.logits[index],
-            self.cache.select(index, room),
+            self.cache.compacted(keep),
         )
+
+    def reserved(self, n_new: int) -> LMState:
+        """The same state with cache room for ``n_new`` more tokens (see StackCache.reserved)."""
+        return LMState(self.key_mask, self.next_pos, self.logits, self.cache.reserved(n_new))
 
 
 class PlainLM(nn.Module):

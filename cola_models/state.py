@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .blocks import StackCache
+from .blocks import StackCache, shared_padding
 
 
 @dataclass
@@ -36,15 +37,40 @@ class ColaState:
         """Rows ``index`` (a copy): [B] -> [len(index)]. Repeats are allowed (branching).
         ``room``: cache slots left free after the prefix, for tokens about to be appended."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.h.device)
+        key_mask = self.key_mask[index]
+        start = shared_padding(key_mask)  # RoPE positions live in next_pos, not in slots
+        return ColaState(
+            key_mask=key_mask[:, start:],
+            next_pos=self.next_pos[index],
+            h=self.h[index],
+            policy_logits=self.policy_logits[index],
+            q_values=None if self.q_values is None else self.q_values[index],
+            backbone_cache=self.backbone_cache.select(index, room, start),
+            policy_cache=self.policy_cache.select(index, room, start),
+            q_cache=None if self.q_cache is None else self.q_cache.select(index, room, start),
+        )
+
+    def compacted(self, keep: list[int]) -> ColaState:
+        """Rows ``keep`` (ascending) in these caches' own buffers (see StackCache.compacted)."""
+        index = torch.as_tensor(keep, dtype=torch.long, device=self.h.device)
         return ColaState(
             key_mask=self.key_mask[index],
             next_pos=self.next_pos[index],
             h=self.h[index],
             policy_logits=self.policy_logits[index],
             q_values=None if self.q_values is None else self.q_values[index],
-            backbone_cache=self.backbone_cache.select(index, room),
-            policy_cache=self.policy_cache.select(index, room),
-            q_cache=None if self.q_cache is None else self.q_cache.select(index, room),
+            backbone_cache=self.backbone_cache.compacted(keep),
+            policy_cache=self.policy_cache.compacted(keep),
+            q_cache=None if self.q_cache is None else self.q_cache.compacted(keep),
+        )
+
+    def reserved(self, n_new: int) -> ColaState:
+        """The same state with cache room for ``n_new`` more tokens (see StackCache.reserved)."""
+        return dataclasses.replace(
+            self,
+            backbone_cache=self.backbone_cache.reserved(n_new),
+            policy_cache=self.policy_cache.reserved(n_new),
+            q_cache=None if self.q_cache is None else self.q_cache.reserved(n_new),
         )
 
     @staticmethod

@@ -73,3 +73,72 @@ def test_cached_decoding_of_both_kinds_equals_a_full_recompute(tiny_cola, gen):
         got = state.policy_logits if model.kind == "cola" else state.logits
         want = full.policy_logits if model.kind == "cola" else full.logits
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_reserved_makes_room_once_and_keeps_sharing_states_intact():
+    c = _one_layer(S=3, C=4)
+    before = c.keys[0].clone()
+    r = c.reserved(10)
+    assert r.capacity >= 13 and torch.equal(c.keys[0], before)  # the sharing state keeps its prefix
+    ptr = r.kbuf[0].data_ptr()
+    for i in range(10):
+        r = _append(r, float(i))
+    assert r.kbuf[0].data_ptr() == ptr  # ten appends, no reallocation
+
+
+def test_compacted_moves_kept_rows_to_the_front_of_the_same_buffers():
+    c = _one_layer(B=4, S=5, C=9, seed=3)
+    want = c.keys[0][[1, 3]].clone()
+    ptr = c.kbuf[0].data_ptr()
+    d = c.compacted([1, 3])
+    assert d.kbuf[0].data_ptr() == ptr and d.kbuf[0].shape[0] == 2 and d.length == 5
+    assert torch.equal(d.keys[0], want)
+    assert torch.equal(_append(d, 7.0).keys[0][:, :, :5], want)  # still appends in place
+
+
+def test_select_drops_the_padding_every_selected_row_shares(tiny_cola):
+    from cola_models import PlainLM
+
+    lm = PlainLM(tiny_cola.backbone.lm, tiny_cola.tokenizer)
+    ids, mask = left_pad([[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61]], 0)
+    state = lm.start(ids, mask)
+    short = state.select([1, 2])
+    assert short.key_mask.shape[1] == 3 and short.cache.length == 3
+    assert short.key_mask.tolist() == [[False, True, True], [True, True, True]]
+    tok = torch.tensor([70, 71])
+    want = lm.advance(state, torch.tensor([0, 70, 71])).logits[1:]
+    torch.testing.assert_close(lm.advance(short, tok).logits, want, atol=1e-5, rtol=1e-5)
+
+
+def test_row_spans_skip_only_padding_and_cover_every_row():
+    from cola_models.attention import row_spans
+
+    lengths = [2, 3, 3, 20, 21, 40]  # ascending, as a generation batch is ordered
+    S = 40
+    key_mask = torch.tensor([[s >= S - n for s in range(S)] for n in lengths])
+    spans = row_spans(key_mask)
+    assert [a for a, _, _ in spans] == [0, 3, 5] and spans[-1][1] == len(lengths)
+    for a, b, start in spans:
+        assert not key_mask[a:b, :start].any()  # only slots no row of the run uses are skipped
+    assert row_spans(torch.ones(3, 5, dtype=torch.bool)) == [(0, 3, 0)]
+
+
+def test_batched_generation_of_very_different_lengths_equals_each_prompt_alone():
+    """Prefill by length groups, decode attention by row runs, finished rows compacted in place:
+    the batch must still give every prompt what it gets alone (bundled models, which stop at
+    different steps on problems of different sizes)."""
+    import cola_models as cm
+    from cola_models.loading import load_model
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
+
+    problems = get_task("arith").generate(8, seed=5, split="test")
+    prompts = [format_prompt(p.question) for p in problems]
+    prompts[1] = "1+1="  # far shorter than the rest
+    cfg = cm.GenerationConfig(max_new_tokens=48, action="greedy")
+    for name in ("tiny-arith", "tiny-arith-base"):
+        model = load_model(name)
+        batch = cm.generate(model, prompts, cfg)
+        assert len({len(t) for t in batch.token_ids}) >= 3  # rows left at different steps
+        for p, got in zip(prompts, batch.token_ids):
+            assert cm.generate(model, [p], cfg).token_ids[0] == got
