@@ -9,6 +9,9 @@
   per-token  one torch batch of --rows decoding without stopping to 2,048 new tokens, every
              decode step timed: the median seconds per step over the windows up to 128, 512 and
              2,048 tokens, so a cost that grows with the text's length shows as a rising row.
+  vllm-per-token  the same batch on vLLM (a fresh process): whole generations of 128, 512 and
+             2,048 tokens timed, and the seconds per step of each window as the difference of
+             two totals over the tokens between them (vLLM does not time single steps).
 
 Run:  python bench/decode.py --model smollm2-135m-lm --problems 32 --max-new-tokens 512
           --data ../shared/data/math500.jsonl [--baseline /tmp/old-checkout] [--threads 1]
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+PER_TOKEN_PROMPT = "Solve step by step: what is the sum of the first 100 odd numbers?"
 
 
 def _eval(args, backend: str, out: Path, checkout: Path, extra_env: dict | None = None) -> dict:
@@ -72,7 +76,7 @@ def per_token(args) -> dict:
     from cola_models.loading import load_model
 
     model = load_model(args.model)
-    prompts = ["Solve step by step: what is the sum of the first 100 odd numbers?"] * args.rows
+    prompts = [PER_TOKEN_PROMPT] * args.rows
     steps: list[float] = []
     advance = model.advance
 
@@ -94,6 +98,52 @@ def per_token(args) -> dict:
     return {"rows": args.rows, "total_seconds": total, "median_seconds_per_step": windows}
 
 
+def vllm_per_token(args) -> dict:
+    """vLLM's seconds per decode step in the same windows, from whole generations' times."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from cola_models.loading import load_model
+    from cola_models.tokenizer import encode
+    from latent_search.backends.factory import make_backend
+
+    model = load_model(args.model)
+    backend = make_backend("vllm", model)
+    prompt = encode(model.tokenizer, [PER_TOKEN_PROMPT])[0]
+    rows = [TokensPrompt(prompt_token_ids=prompt) for _ in range(args.rows)]
+
+    def run(n: int) -> float:
+        params = SamplingParams(
+            temperature=0.0, max_tokens=n, min_tokens=n, ignore_eos=True, detokenize=False
+        )
+        t = time.perf_counter()
+        backend.llm.generate(rows, params, use_tqdm=False)
+        return time.perf_counter() - t
+
+    run(16)  # warm-up
+    totals = {n: run(n) for n in sorted(args.lengths)}
+    windows, lo, t_lo = {}, 0, 0.0
+    for hi in sorted(args.lengths):
+        windows[f"{lo}-{hi}"] = (totals[hi] - t_lo) / (hi - lo)
+        lo, t_lo = hi, totals[hi]
+    backend.close()
+    return {"rows": args.rows, "total_seconds": totals, "seconds_per_step": windows}
+
+
+def _child_part(args, part: str) -> dict:
+    """Run one part of this script in a fresh process (vLLM pins its process's threads)."""
+    cmd = [sys.executable, __file__, "--parts", part, "--model", args.model, "--rows",
+           str(args.rows), "--lengths", *map(str, args.lengths)]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(ROOT), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+        env |= {"OMP_NUM_THREADS": str(args.threads), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"bench/decode.py: {part} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-lm")
@@ -102,7 +152,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--data", help="MATH-500 JSONL file (default: the CLI.s)")
     ap.add_argument("--baseline", type=Path, help="another checkout whose torch backend to time")
-    ap.add_argument("--parts", nargs="+", default=["eval", "per-token"])
+    ap.add_argument(
+        "--parts", nargs="+", default=["eval", "per-token", "vllm-per-token"],
+        choices=["eval", "per-token", "vllm-per-token", "_vllm-per-token"],
+    )  # fmt: skip
     ap.add_argument("--rows", type=int, default=8, help="batch of the per-token decode")
     ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
     ap.add_argument("--threads", type=int, help="CPU threads of every process (default: all)")
@@ -112,10 +165,16 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.parts == ["_vllm-per-token"]:  # the child process of vllm-per-token
+        print(json.dumps(vllm_per_token(args)))
+        return
     report: dict = {"machine": machine(), "settings": vars(args) | {"baseline": str(args.baseline)}}
     if "per-token" in args.parts:  # first: vLLM pins the process's threads in later children
         report["per_token"] = per_token(args)
         print(json.dumps(report["per_token"], indent=2))
+    if "vllm-per-token" in args.parts:
+        report["vllm_per_token"] = _child_part(args, "_vllm-per-token")
+        print(json.dumps(report["vllm_per_token"], indent=2))
     if "eval" in args.parts:
         with tempfile.TemporaryDirectory() as tmp:
             unpacked = {"LATENT_SEARCH_PACKED_LINEAR": "0"}  # F.linear: no second weight copy

@@ -64,8 +64,10 @@ class TorchBackend:
         self.usage.calls += 1
         return out
 
-    def states(self, prefixes: list[list[int]]):
-        """A batched state for ``prefixes`` (row i <-> prefixes[i])."""
+    def states(self, prefixes: list[list[int]], room: int = 0):
+        """A batched state for ``prefixes`` (row i <-> prefixes[i]), with ``room`` free cache
+        slots after the longest (for a generation about to start from it)."""
+        from cola_models.generation import length_groups
         from cola_models.tokenizer import left_pad
 
         keys = [tuple(p) for p in prefixes]
@@ -95,13 +97,15 @@ class TorchBackend:
             rows.update(self._extend(extend))
             for k, j in extend:
                 cost[k] = j
-        if fill_keys:
-            ids, mask = left_pad([list(k) for k in fill_keys], 0, self.model.device)
+        # Prefixes of very different lengths are prefilled apart: in one left-padded batch
+        # every row would pay attention and activations up to the longest.
+        for group in length_groups([len(k) for k in fill_keys]):
+            ids, mask = left_pad([list(fill_keys[i]) for i in group], 0, self.model.device)
             filled = self._timed(self.model.start, ids, mask)
             self.usage.prefill_tokens += int(mask.sum())
-            for i, k in enumerate(fill_keys):
-                rows[k] = filled.select([i])
-                cost[k] = len(k)
+            for row, i in enumerate(group):
+                rows[fill_keys[i]] = filled.select([row])
+                cost[fill_keys[i]] = len(fill_keys[i])
         seen: set[tuple[int, ...]] = set()
         self.last_costs = []
         for k in keys:  # a prefix asked twice in one call is paid once
@@ -115,7 +119,7 @@ class TorchBackend:
                 self._states.move_to_end(k)
         for k, st in rows.items():
             self._remember(k, st)
-        return self._state_cls.cat(needed)
+        return self._state_cls.cat(needed, room)
 
     def _extend(self, todo: list[tuple[tuple[int, ...], int]]) -> dict:
         """States of keys k from their cached ancestors k[:-j]: j batched incremental steps,
@@ -178,21 +182,29 @@ class TorchBackend:
             action="sample" if sample else "greedy",
             stop_strings=stop,
         )
+        # Rows in ascending prefix length: rows that share left padding sit together, and a
+        # decode step's attention skips it run by run (cola_models.attention.row_spans).
+        order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
+        ordered = [prefixes[i] for i in order]
         # Start from the cached prefix states (a search's new node is one step from its parent)
         # and keep each row's final state: valuing the finished text (Q at the state before its
         # last token) or extending it then costs nothing more.
-        start = self.states(prefixes)
+        start = self.states(ordered, room=max_new_tokens)
         costs = list(self.last_costs)
         out = self._timed(
             lambda: generate(
-                self.model, prefixes, cfg, generator=generator, state=start, keep_states=True
+                self.model, ordered, cfg, generator=generator, state=start, keep_states=True
             )
         )
         self.usage.decode_tokens += out.decode_tokens
-        for p, toks, st in zip(prefixes, out.token_ids, out.final_states):
+        for p, toks, st in zip(ordered, out.token_ids, out.final_states):
             self._remember(tuple(p) + tuple(toks[:-1]), st)
-        self.last_costs = [c + len(t) - 1 for c, t in zip(costs, out.token_ids)]
-        return out.token_ids
+        tokens: list[list[int]] = [[] for _ in prefixes]
+        self.last_costs = [0] * len(prefixes)
+        for pos, i in enumerate(order):
+            tokens[i] = out.token_ids[pos]
+            self.last_costs[i] = costs[pos] + len(tokens[i]) - 1
+        return tokens
 
     def decode(self, tokens: list[int]) -> str:
         return self.model.tokenizer.decode(tokens, skip_special_tokens=True)

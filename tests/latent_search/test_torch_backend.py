@@ -107,3 +107,24 @@ def test_eviction_inside_one_call_never_drops_a_state_the_call_needs(tiny_cola):
     alone = TorchBackend(tiny_cola).prior(cached + fresh)
     torch.testing.assert_close(prior.logits, alone.logits)
     assert len(be._states) <= 4
+
+
+def test_a_batched_rollout_of_mixed_lengths_equals_each_prefix_alone():
+    """Rows are decoded in ascending prefix length and prefilled by length group: the results
+    and their costs must still come back in the caller's order, each equal to its row alone."""
+    model = cm.load_model("tiny-arith")
+    questions = [
+        "Ann has 12 apples and buys 30 more boxes of 4. How many?",
+        "What is 7 + 5?",
+        "2*3?",
+    ]
+    prefixes = cm.tokenizer_encode(model.tokenizer, questions)
+    prefixes[2] = prefixes[2] * 9  # the longest prompt last, the shortest in the middle
+    assert len(prefixes[1]) < len(prefixes[0]) < len(prefixes[2])
+    batched = TorchBackend(model)
+    got = batched.rollout(prefixes, 24, sample=False)
+    costs = list(batched.last_costs)
+    for p, toks, cost in zip(prefixes, got, costs):
+        alone = TorchBackend(model)
+        assert alone.rollout([p], 24, sample=False) == [toks]
+        assert alone.last_costs == [cost]
