@@ -60,6 +60,7 @@ def _arm_config(arm: str, args):
         group_size=args.group,
         eval_every=args.eval_every,
         eval_problems=args.eval_problems,
+        temperature=args.temperature,
     )
     optim = replace(cfg.optim, steps=args.steps)
     if args.tasks:  # train on these tasks (and levels) only; held-out evaluation is unchanged
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--tasks", nargs="+", default=None, help="train on these tasks only")
     ap.add_argument("--levels", type=int, nargs="+", default=None, help="with --tasks: levels")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     args = ap.parse_args()
     args.cola, args.lm = _resolve(args.cola), _resolve(args.lm)
 

@@ -131,8 +131,9 @@ class RLRun:
 class _LatentActor:
     """log pi(a_t | s_t) of latent actions; the backbone is frozen so h is computed once."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, temperature: float = 1.0) -> None:
         self.model = model
+        self.temperature = temperature
         self.ref = copy.deepcopy(model.policy).requires_grad_(False)
         self.params = freeze_all_but(model, model.policy)
 
@@ -145,14 +146,15 @@ class _LatentActor:
         h, positions, key_mask = ctx
         head = self.ref if ref else self.model.policy
         logits = head(h, positions, key_mask)[0]  # [B, T, K]
-        return _gather_acting(logits, r)
+        return _gather_acting(logits / self.temperature, r)
 
 
 class _TokenActor:
     """log p(x_t | x_<t) of generated tokens; every LM weight trains."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, temperature: float = 1.0) -> None:
         self.model = model
+        self.temperature = temperature
         self.ref = copy.deepcopy(model).requires_grad_(False)
         self.params = freeze_all_but(model, model)
 
@@ -161,7 +163,7 @@ class _TokenActor:
 
     def logprobs(self, ctx, r: Rollouts, ref: bool = False) -> tuple[Tensor, Tensor]:
         lm = self.ref if ref else self.model
-        return _gather_acting(lm(r.input_ids, r.attention_mask), r)
+        return _gather_acting(lm(r.input_ids, r.attention_mask) / self.temperature, r)
 
 
 def _gather_acting(logits: Tensor, r: Rollouts) -> tuple[Tensor, Tensor]:
@@ -262,7 +264,9 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
     if run.done:
         return run.model_dir
     model = load_actor_model(cfg.rl)
-    actor = (_LatentActor if cfg.rl.level == "latent" else _TokenActor)(model)
+    # The loss's log-probs are of the distribution the samples were drawn from (logits / T):
+    # the ratio and the KL then compare like with like at any sampling temperature.
+    actor = (_LatentActor if cfg.rl.level == "latent" else _TokenActor)(model, cfg.rl.temperature)
     problems = train_problems(cfg.data)
     rc = cfg.rl
     held_out = _held_out(cfg.data, rc.eval_problems)
