@@ -2,6 +2,22 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gguf_cache(tmp_path_factory):
+    """GGUF backbones convert once per test session into a cache of its own, not the user's."""
+    import os
+
+    from cola_models.backbone import GGUF_CACHE_ENV
+
+    old = os.environ.get(GGUF_CACHE_ENV)
+    os.environ[GGUF_CACHE_ENV] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+    if old is None:
+        os.environ.pop(GGUF_CACHE_ENV, None)
+    else:
+        os.environ[GGUF_CACHE_ENV] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_cola():
     import cola_models

@@ -52,3 +52,33 @@ def test_plain_smollm2_lm_by_name_matches_the_cola_backbone(smol):
     mine, theirs = lm.backbone.lm.state_dict(), smol.backbone.lm.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)  # one side on packed oneDNN linears
+
+
+def test_a_gguf_backbone_loads_again_from_its_cached_copy_unchanged(tmp_path, monkeypatch):
+    """The first load parses the GGUF and keeps a safetensors copy; the next load reads the copy
+    (seconds instead of half a minute) and gives the same config, weights and tokenizer."""
+    from cola_models.backbone import (
+        GGUF_CACHE_ENV,
+        gguf_cache_dir,
+        load_backbone,
+        smollm2_gguf_spec,
+    )
+
+    monkeypatch.setenv(GGUF_CACHE_ENV, str(tmp_path))
+    spec = smollm2_gguf_spec()
+    copy = gguf_cache_dir(f"{spec.path}/{spec.gguf_file}")
+    lm, tok = load_backbone(spec)
+    assert (tmp_path / "gguf").is_dir() and copy.startswith(str(tmp_path))
+    assert not [p for p in (tmp_path / "gguf").iterdir() if p.name.startswith(".partial-")]
+    config = dict(spec.hf_config)
+    again = smollm2_gguf_spec()
+    lm2, tok2 = load_backbone(again)
+    assert again.hf_config == config
+    sd, sd2 = lm.state_dict(), lm2.state_dict()
+    assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
+    text = "Solve: 3 + 4 = 7.\nAssistant: \\boxed{7}"
+    assert tok(text)["input_ids"] == tok2(text)["input_ids"]
+    # A damaged copy is ignored: the GGUF is the source of truth.
+    (tmp_path / "gguf" / copy.rsplit("/", 1)[1] / "model.safetensors").write_bytes(b"broken")
+    lm3, _ = load_backbone(smollm2_gguf_spec())
+    assert torch.equal(lm3.state_dict()["lm_head.weight"], sd["lm_head.weight"])
