@@ -93,8 +93,12 @@ class TorchBackend:
                 fill_keys.append(k)
             else:
                 extend.append((k, j))
+        whole = None  # the extension's own batch, when it is exactly the batch asked for
         if extend:
-            rows.update(self._extend(extend))
+            same = not fill_keys and keys == [k for k, _ in extend]
+            got, whole = self._extend(extend, room if same else 0)
+            rows.update(got)
+            whole = whole if same else None
             for k, j in extend:
                 cost[k] = j
         # Prefixes of very different lengths are prefilled apart: in one left-padded batch
@@ -119,13 +123,17 @@ class TorchBackend:
                 self._states.move_to_end(k)
         for k, st in rows.items():
             self._remember(k, st)
+        if whole is not None:  # a search's new nodes, each a step from its parent: no re-gather
+            return whole
         return self._state_cls.cat(needed, room)
 
-    def _extend(self, todo: list[tuple[tuple[int, ...], int]]) -> dict:
+    def _extend(self, todo: list[tuple[tuple[int, ...], int]], room: int = 0):
         """States of keys k from their cached ancestors k[:-j]: j batched incremental steps,
-        rows leaving the batch as they arrive."""
+        rows leaving the batch as they arrive. Returns ({k: its state}, the batch of every row
+        in ``todo``'s order with ``room`` free slots when all of them arrive at the last step,
+        else None)."""
         steps = max(j for _, j in todo)
-        state = self._state_cls.cat([self._states[k[:-j]] for k, j in todo], room=steps)
+        state = self._state_cls.cat([self._states[k[:-j]] for k, j in todo], room=steps + room)
         order = list(range(len(todo)))  # batch row -> index into todo
         out = {}
         for step in range(steps):
@@ -147,7 +155,8 @@ class TorchBackend:
             if len(keep) < len(order):
                 state = state.select(keep, room=steps - step)
                 order = [order[r] for r in keep]
-        return out
+        whole = len(order) == len(todo) and len(todo) > 1
+        return out, (state if whole else None)
 
     # ------------------------------------------------------------------ protocol
     def prior(self, prefixes: list[list[int]]) -> Prior:

@@ -128,3 +128,9 @@ def test_a_batched_rollout_of_mixed_lengths_equals_each_prefix_alone():
         alone = TorchBackend(model)
         assert alone.rollout([p], 24, sample=False) == [toks]
         assert alone.last_costs == [cost]
+    # Children one token past cached parents: the batch the extension steps is the rollout's
+    # own (no second gather), and must continue exactly as each child alone.
+    batched.prior(prefixes)
+    children = [p + [t[0]] for p, t in zip(prefixes, got)]
+    assert batched.rollout(children, 16, sample=False) == [t[1:17] for t in got]
+    assert batched.last_costs == [1 + len(t[1:17]) - 1 for t in got]
