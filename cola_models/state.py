@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -37,40 +36,34 @@ class ColaState:
         """Rows ``index`` (a copy): [B] -> [len(index)]. Repeats are allowed (branching).
         ``room``: cache slots left free after the prefix, for tokens about to be appended."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.h.device)
-        key_mask = self.key_mask[index]
-        start = shared_padding(key_mask)  # RoPE positions live in next_pos, not in slots
-        return ColaState(
-            key_mask=key_mask[:, start:],
-            next_pos=self.next_pos[index],
-            h=self.h[index],
-            policy_logits=self.policy_logits[index],
-            q_values=None if self.q_values is None else self.q_values[index],
-            backbone_cache=self.backbone_cache.select(index, room, start),
-            policy_cache=self.policy_cache.select(index, room, start),
-            q_cache=None if self.q_cache is None else self.q_cache.select(index, room, start),
-        )
+        start = shared_padding(self.key_mask[index])  # RoPE positions live in next_pos
+        return self._mapped(index, start, lambda c: c.select(index, room, start))
 
     def compacted(self, keep: list[int]) -> ColaState:
         """Rows ``keep`` (ascending) in these caches' own buffers (see StackCache.compacted)."""
         index = torch.as_tensor(keep, dtype=torch.long, device=self.h.device)
-        return ColaState(
-            key_mask=self.key_mask[index],
-            next_pos=self.next_pos[index],
-            h=self.h[index],
-            policy_logits=self.policy_logits[index],
-            q_values=None if self.q_values is None else self.q_values[index],
-            backbone_cache=self.backbone_cache.compacted(keep),
-            policy_cache=self.policy_cache.compacted(keep),
-            q_cache=None if self.q_cache is None else self.q_cache.compacted(keep),
-        )
+        return self._mapped(index, 0, lambda c: c.compacted(keep))
 
     def reserved(self, n_new: int) -> ColaState:
         """The same state with cache room for ``n_new`` more tokens (see StackCache.reserved)."""
-        return dataclasses.replace(
-            self,
-            backbone_cache=self.backbone_cache.reserved(n_new),
-            policy_cache=self.policy_cache.reserved(n_new),
-            q_cache=None if self.q_cache is None else self.q_cache.reserved(n_new),
+        return self._mapped(None, 0, lambda c: c.reserved(n_new))
+
+    def _mapped(self, index: Tensor | None, start: int, cache) -> ColaState:
+        """Rows ``index`` of the per-row tensors (all when None), key slots from ``start`` on,
+        and ``cache`` applied to each KV cache."""
+
+        def rows(t: Tensor) -> Tensor:
+            return t if index is None else t[index]
+
+        return ColaState(
+            key_mask=rows(self.key_mask)[:, start:],
+            next_pos=rows(self.next_pos),
+            h=rows(self.h),
+            policy_logits=rows(self.policy_logits),
+            q_values=None if self.q_values is None else rows(self.q_values),
+            backbone_cache=cache(self.backbone_cache),
+            policy_cache=cache(self.policy_cache),
+            q_cache=None if self.q_cache is None else cache(self.q_cache),
         )
 
     @staticmethod
