@@ -9,6 +9,10 @@
   per-token  one torch batch of --rows decoding without stopping to 2,048 new tokens, every
              decode step timed: the median seconds per step over the windows up to 128, 512 and
              2,048 tokens, so a cost that grows with the text's length shows as a rising row.
+             Beside each window, the bytes a step must read (the weights once, and every row's
+             keys and values so far, at the window's middle) and the rate that implies: a decode
+             step on a CPU is memory-bound, so a rate that stays level means the step costs what
+             it has to read and nothing that grows besides (no copy of the cache).
   vllm-per-token  the same batch on vLLM (a fresh process): whole generations of 128, 512 and
              2,048 tokens timed, and the seconds per step of each window as the difference of
              two totals over the tokens between them (vLLM does not time single steps).
@@ -74,6 +78,7 @@ def per_token(args) -> dict:
 
     from cola_models.generation import GenerationConfig, generate
     from cola_models.loading import load_model
+    from cola_models.tokenizer import encode
 
     model = load_model(args.model)
     prompts = [PER_TOKEN_PROMPT] * args.rows
@@ -91,11 +96,35 @@ def per_token(args) -> dict:
     t = time.perf_counter()
     generate(model, prompts, cfg, generator=torch.Generator().manual_seed(0))
     total = time.perf_counter() - t
-    windows, lo = {}, 0
+    prompt = len(encode(model.tokenizer, [PER_TOKEN_PROMPT])[0])
+    weights, kv = _bytes_read(model)
+    windows, reads, lo = {}, {}, 0
     for hi in sorted(args.lengths):
-        windows[f"{lo}-{hi}"] = statistics.median(steps[lo : hi - 1])
+        windows[f"{lo}-{hi}"] = sec = statistics.median(steps[lo : hi - 1])
+        nbytes = weights + kv * args.rows * (prompt + (lo + hi) // 2)
+        reads[f"{lo}-{hi}"] = {"mib_per_step": nbytes / 2**20, "gb_per_s": nbytes / sec / 1e9}
         lo = hi
-    return {"rows": args.rows, "total_seconds": total, "median_seconds_per_step": windows}
+    return {
+        "rows": args.rows,
+        "total_seconds": total,
+        "median_seconds_per_step": windows,
+        "bytes_read": {"weights_mib": weights / 2**20, "kv_bytes_per_token": kv} | reads,
+    }
+
+
+def _bytes_read(model) -> tuple[int, int]:
+    """What one decode step reads: every weight once (a tied embedding is the LM head), and
+    per row and token of context, each attention layer's key and value (for CoLA, the policy
+    and Q stacks' too, taken to be shaped as the backbone's)."""
+    hf = model.backbone.hf_config
+    layers = hf.num_hidden_layers
+    if model.kind == "cola":
+        layers += model.config.policy_layers + (model.config.q_layers if model.q else 0)
+    head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+    kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+    elem = next(model.parameters()).element_size()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights, 2 * layers * kv_heads * head_dim * elem
 
 
 def vllm_per_token(args) -> dict:

@@ -3,6 +3,11 @@
   overhead  share of MCTS-Q wall time spent outside model calls, over N problems
   batching  problems/s of lockstep-batched MCTS-Q over N problems vs the same algorithm run one
             problem at a time with one model call per node (the reference's way), same answers?
+  occupancy what bounds that ratio: rollout rows served per decode step of the lockstep run;
+            the longest problem's chain of rollout steps (its rounds run one after another: a
+            selection needs the last backup), which no scheduler can shorten; and the speed-up
+            if every problem ran on its own clock (continuous batching) at the lockstep run's
+            seconds per decode step, with the time outside rollouts unchanged: an upper bound.
 
 Run:  python bench/search.py --problems 32 --rounds 16 [--json out.json]
 """
@@ -13,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,9 +53,15 @@ def main() -> None:
     cfg = MCTSQConfig(rounds=args.rounds, rollout_tokens=160, max_depth=160)
 
     be = TorchBackend(model)
+    calls: list[tuple[int, int, float]] = []  # (row-steps, decode steps, seconds) per call
+    chains = [0] * len(prompts)  # per problem: decode steps its own rollouts ran, call by call
     t = time.perf_counter()
-    batched = mcts_q(be, prompts, cfg, q_value_scorer(be))
+    with _logged_rollouts(calls, chains):
+        batched = mcts_q(be, prompts, cfg, q_value_scorer(be))
     wall = time.perf_counter() - t
+    row_steps, steps, rollout_s = (sum(c[k] for c in calls) for k in range(3))
+    step_s = rollout_s / max(1, steps)
+    best_wall = max(chains) * step_s + wall - rollout_s  # the longest chain, nothing waiting
     overhead = 1 - be.usage.seconds / wall
 
     n = min(args.serial_problems, args.problems)
@@ -74,10 +86,46 @@ def main() -> None:
         "speedup": (args.problems / wall) / (n / serial_wall),
         "same_answers": f"{same}/{n}",
         "tokens_per_problem": sum(r.tokens_used for r in batched) / len(batched),
+        "rollout_calls": len(calls),
+        "rollout_seconds": rollout_s,
+        "rollout_row_steps": row_steps,
+        "rollout_decode_steps": steps,
+        "rows_per_decode_step": row_steps / max(1, steps),
+        "longest_rollout_chain": max(chains),
+        "rows_per_step_bound": row_steps / max(1, max(chains)),
+        "speedup_bound_continuous_batching": (args.problems / best_wall) / (n / serial_wall),
     }
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+
+
+@contextmanager
+def _logged_rollouts(calls: list[tuple[int, int, float]], chains: list[int]):
+    """Log every rollout call of a search: (row-steps, decode steps, seconds) in ``calls`` (a call
+    runs as many steps as its longest row), and in ``chains[i]`` the steps problem i waited for,
+    its longest row of each call: its rounds run one after another, its rows of a call together."""
+    from latent_search.ledger import Ledger
+
+    rollout = Ledger.rollout
+
+    def logged(self, owners, prefixes, max_new_tokens, **kw):
+        t = time.perf_counter()
+        out = rollout(self, owners, prefixes, max_new_tokens, **kw)
+        if out:
+            calls.append((sum(map(len, out)), max(map(len, out)), time.perf_counter() - t))
+            longest: dict[int, int] = {}
+            for i, toks in zip(owners, out):
+                longest[i] = max(longest.get(i, 0), len(toks))
+            for i, n in longest.items():
+                chains[i] += n
+        return out
+
+    Ledger.rollout = logged
+    try:
+        yield
+    finally:
+        Ledger.rollout = rollout
 
 
 if __name__ == "__main__":

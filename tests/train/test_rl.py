@@ -12,7 +12,7 @@ from train.data import DataConfig
 from train.loop import OptimConfig
 from train.losses import grpo_advantages
 from train.rl import RLConfig, RLRun, _LatentActor, rl_update, run_rl
-from train.rollouts import Group, draw_groups, groups_to_rollouts
+from train.rollouts import Group, SamplingSpec, draw_groups, groups_to_rollouts, sample_groups
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,36 @@ def test_tied_groups_are_dropped_and_refilled(tiny_cola, monkeypatch):
     )
     assert len(draw.groups) == 3 and not any(gr.tied for gr in draw.groups)
     assert draw.sampled == 6 and draw.tied == 3  # one tied round, one refill round
+
+
+def test_the_loss_takes_log_probs_of_the_distribution_actions_were_sampled_from(tiny_cola):
+    """At temperature T the actor's log-probs must be those of softmax(logits / T), the
+    distribution the sampler drew from: 500 first actions of one prompt, drawn at T = 0.5,
+    match the actor's probabilities at T = 0.5 and not those at T = 1 (the ratio and the KL of
+    an off-temperature loss would compare different distributions)."""
+    from eval.tasks import get_task
+
+    model = copy.deepcopy(tiny_cola)
+    with torch.no_grad():
+        model.policy.out.weight.mul_(3)  # a peaked policy, so that the temperature matters
+    problem = get_task("arith").generate(1, seed=0, split="train")
+    spec = SamplingSpec(group_size=500, max_new_tokens=1, temperature=0.5)
+    (group,) = sample_groups(model, problem, spec, torch.Generator().manual_seed(0))
+    seen = torch.bincount(torch.tensor([a[0] for a in group.acts]), minlength=model.n_actions)
+    seen = seen.float() / seen.sum()
+    K = model.n_actions
+    every = replace(group, gens=group.gens[:1] * K, acts=[[a] for a in range(K)])
+    r = groups_to_rollouts(model.tokenizer, [every])  # row a: action a at the first step
+
+    def probs(temperature):  # the actor's distribution over the K actions at that step
+        actor = _LatentActor(model, temperature)
+        with torch.no_grad():
+            logp, _ = actor.logprobs(actor.prepare(r), r)
+        return logp[:, 0].exp()
+
+    tv = lambda p, q: 0.5 * float((p - q).abs().sum())  # noqa: E731
+    assert tv(seen, probs(0.5)) < 0.1  # sampling noise at n = 500: about 0.05
+    assert tv(seen, probs(1.0)) > 0.25
 
 
 def test_rft_learns_only_from_correct_samples(tiny_cola):
