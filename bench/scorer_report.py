@@ -6,8 +6,9 @@ For each held-out arith problem, k policy samples (one batch), then for each gol
   accuracy choosing by the score and by score-weighted vote;
 beside majority vote and ORACLE pass@k (any sample right: reads the gold answer, the ceiling of
 any selection). Scorers: the Q head's V(s) = sum_a pi(a|s) Q(s,a) before the last token (what the
-searches rank by today), the LM's mean per-token probability of the sample (untrained), and any
-reward model given with --verifier (e.g. OUT/verifier/model of the pipeline).
+searches rank by today), the LM's mean per-token probability of the sample (untrained), the
+equation check (no model: ``latent_search.equations``), and any reward model given with
+--verifier (e.g. OUT/verifier/model of the pipeline).
 
 Run:  python bench/scorer_report.py --model tiny-arith --problems 200 --k 32
 """
@@ -52,6 +53,7 @@ def main() -> None:
     from eval.tasks import get_task
     from latent_search.backends.likelihood import mean_token_probs
     from latent_search.backends.torch_backend import TorchBackend
+    from latent_search.equations import equation_score
     from latent_search.scorers import state_values
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,7 +74,10 @@ def main() -> None:
     answers = [extract_answer(t) for t in out.texts]
     seqs = [p + o for p, o in zip(flat, out.token_ids)]
     scores: dict[str, list[float]] = {
-        "lm_mean_prob": mean_token_probs(model, seqs, [len(p) for p in flat])[0]
+        "lm_mean_prob": mean_token_probs(model, seqs, [len(p) for p in flat])[0],
+        "equations": [
+            equation_score(problems[i // args.k].question, t) for i, t in enumerate(out.texts)
+        ],
     }
     if getattr(model, "q", None) is not None:
         be = TorchBackend(model)

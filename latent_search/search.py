@@ -9,6 +9,7 @@ import torch
 
 from .baselines import BestOfNConfig, best_of_n, decode_once
 from .beam import BeamConfig, beam_search
+from .equations import equation_scorer, equation_value_fn
 from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
 from .scorers import q_value_fn, q_value_scorer
@@ -18,7 +19,7 @@ from .types import Backend, SearchResult, is_oracle
 
 ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
 RESUMABLE = ("mcts", "mcts-q")
-SCORERS = ("q", "verifier", "likelihood", "vote", "weighted-vote", "likelihood-vote")
+SCORERS = ("q", "verifier", "likelihood", "equations", "vote", "weighted-vote", "likelihood-vote")
 NEEDS_MODEL = ("verifier", "weighted-vote", "likelihood", "likelihood-vote")
 """Scorers the caller builds from a model (a reward model, or the searched LM itself)."""
 
@@ -91,7 +92,7 @@ class SearchSpec:
 
 
 def _select(scorer_name: str, scorer) -> str:
-    if is_oracle(scorer) or scorer_name in ("q", "verifier", "likelihood"):
+    if is_oracle(scorer) or scorer_name in ("q", "verifier", "likelihood", "equations"):
         return "value"
     return "vote" if scorer_name == "vote" else "weighted_vote"
 
@@ -128,6 +129,9 @@ def run_search(
         raise ValueError(f"--scorer {spec.scorer} needs a scorer built from {what}")
     if scorer is None and spec.scorer == "q":
         scorer = q_value_scorer(vb)
+    if spec.scorer == "equations":  # reads the decoded text only: no model to build
+        scorer = scorer or equation_scorer(backend)
+        value_fn = value_fn or equation_value_fn(backend)
     if value_fn is None:
         value_fn = q_value_fn(vb)
     if spec.algorithm == "best-of-n":

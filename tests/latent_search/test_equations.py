@@ -1,0 +1,89 @@
+"""The equation check as a gold-free judge: what it finds wrong, that partial texts are judged
+on what they have written, and that best-of-n selects by it without reading a gold answer."""
+
+import pytest
+
+from latent_search.equations import equation_checks, equation_score, equation_scorer
+from latent_search.search import SearchSpec, run_search
+from latent_search.types import Usage
+
+QUESTION = "Ravi buys 7 books at 12 dollars each. He also buys 6 games at 4 dollars each. He gets 20 dollars off. How many dollars does Ravi spend?"  # noqa: E501
+RIGHT = " 7*12=84. 6*4=24. 84+24=108. 108-20=88. \\boxed{88}"
+
+
+def test_a_consistent_solution_passes_every_check():
+    assert equation_checks(QUESTION, RIGHT) == (13, 13)  # 4 equations x 3, and the answer
+    assert equation_score(QUESTION, RIGHT) == 1.0
+
+
+@pytest.mark.parametrize(
+    "wrong, failed",
+    [
+        (" 7*12=84. 6*4=24. 84+24=100. 100-20=80. \\boxed{80}", 1),  # the calculator
+        (" 7*12=84. 6*3=18. 84+18=102. 102-20=82. \\boxed{82}", 1),  # 3 is not in the question
+        (" 7*12=84. 6*4=24. 84+24=108. 108-20=88. \\boxed{86}", 1),  # not the last result
+        (" 7*12=84. 6*4=24. 84+24=108. 108-21=87. \\boxed{87}", 1),  # misread 20
+        (" 7*12=84. 6*4=24. 84+25=108. 108-20=88. \\boxed{88}", 2),  # 25: misread and wrong sum
+    ],
+)
+def test_each_kind_of_error_fails_a_check(wrong, failed):
+    passed, made = equation_checks(QUESTION, wrong)
+    assert made - passed == failed
+    assert equation_score(QUESTION, wrong) < 1.0
+
+
+def test_a_partial_text_is_judged_on_what_it_has_written():
+    assert equation_score(QUESTION, " 7*12=84. 6*4=", finished=False) == 1.0
+    assert equation_score(QUESTION, " 7*12=", finished=False) == 1.0  # nothing to check yet
+    assert equation_score(QUESTION, " 7*12=85.", finished=False) == pytest.approx(2 / 3)
+    assert equation_score(QUESTION, " The answer is 88.") == 0.0  # finished, nothing checkable
+
+
+class ScriptedBackend:
+    """Characters as tokens; each sample of a prompt is the next of ``texts``."""
+
+    level, n_actions, eos_id = "token", 128, 0
+
+    def __init__(self, texts):
+        self.texts, self.at = texts, 0
+        self.usage, self.last_costs = Usage(), []
+
+    def rollout(self, prefixes, max_new_tokens, *, sample, generator=None, stop=()):
+        outs = []
+        for _ in prefixes:
+            outs.append([ord(c) for c in self.texts[self.at % len(self.texts)]] + [0])
+            self.at += 1
+        self.last_costs = [len(o) for o in outs]
+        return outs
+
+    def decode(self, tokens):
+        return "".join(chr(t) for t in tokens if t)
+
+
+def test_best_of_n_keeps_the_sample_whose_equations_hold(monkeypatch):
+    from eval.tasks import ArithTask
+
+    def no_gold(*args, **kwargs):
+        raise AssertionError("a scorer read the gold answer")
+
+    monkeypatch.setattr(ArithTask, "reward", no_gold)
+    wrong = [
+        " 7*12=84. 6*4=24. 84+24=100. 100-20=80. \\boxed{80}",
+        " 7*12=84. 6*3=18. 84+18=102. 102-20=82. \\boxed{82}",
+    ]
+    backend = ScriptedBackend([wrong[0], RIGHT, wrong[1], wrong[0]])
+    prompt = [ord(c) for c in "Question: " + QUESTION + "\nAnswer:"]
+    spec = SearchSpec("best-of-n", n=4, max_new_tokens=64, scorer="equations")
+    (res,) = run_search(backend, [prompt], spec)
+    assert backend.decode(res.tokens) == RIGHT
+    assert res.stats["scores"][1] == 1.0 and max(res.stats["scores"][::2]) < 1.0
+    assert not res.oracle
+    assert res.tokens_used == sum(len(t) + 1 for t in backend.texts)  # the check costs nothing
+
+
+def test_the_scorer_needs_to_know_where_the_prompt_ends():
+    class NoStarts:
+        starts = None
+
+    with pytest.raises(ValueError, match="where each prompt ends"):
+        equation_scorer(ScriptedBackend([RIGHT]))([[65, 66]], NoStarts())
