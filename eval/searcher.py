@@ -80,6 +80,15 @@ def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None) -> None:
         searcher.scorer = likelihood_scorer(searcher.model)
         searcher.value_fn = likelihood_value_fn(searcher.model)
         return
+    if spec.scorer == "equations-likelihood":
+        from latent_search.backends.likelihood import likelihood_scorer, likelihood_value_fn
+        from latent_search.equations import equation_scorer, equation_value_fn
+        from latent_search.scorers import tie_broken, tie_broken_value
+
+        be, model = searcher.backend, searcher.model
+        searcher.scorer = tie_broken(equation_scorer(be), likelihood_scorer(model))
+        searcher.value_fn = tie_broken_value(equation_value_fn(be), likelihood_value_fn(model))
+        return
     if spec.scorer not in ("verifier", "weighted-vote"):
         return
     if not verifier:

@@ -10,7 +10,7 @@ from collections import Counter
 
 import torch
 
-from .types import Backend, Meter, Scorer, ValueFn
+from .types import Backend, Meter, Scorer, ValueFn, is_oracle
 
 
 def state_values(prior) -> torch.Tensor:
@@ -66,3 +66,29 @@ def vote_scores(answers: list[str | None], weights: list[float] | None = None) -
             totals[a] += w
     whole = sum(weights) or 1.0
     return [totals[a] / whole if a is not None else 0.0 for a in answers]
+
+
+TIE_WEIGHT = 1e-6
+"""Weight of the second judge in :func:`tie_broken`: below the smallest gap between two
+different first scores (shares of checks, n/m with m in the tens), above float rounding."""
+
+
+def tie_broken(first: Scorer, second: Scorer) -> Scorer:
+    """Rank by ``first``; where it ties, by ``second`` (both in [0, 1]). A text the first judge
+    cannot check (every score 0) is ranked by the second alone."""
+
+    def score(seqs: list[list[int]], meter: Meter) -> list[float]:
+        return [a + TIE_WEIGHT * b for a, b in zip(first(seqs, meter), second(seqs, meter))]
+
+    score.oracle = is_oracle(first) or is_oracle(second)
+    return score
+
+
+def tie_broken_value(first: ValueFn, second: ValueFn) -> ValueFn:
+    """:func:`tie_broken` for the values of partial texts."""
+
+    def value(seqs: list[list[int]], done: list[bool], meter: Meter) -> list[float]:
+        a, b = first(seqs, done, meter), second(seqs, done, meter)
+        return [x + TIE_WEIGHT * y for x, y in zip(a, b)]
+
+    return value

@@ -19,8 +19,17 @@ from .types import Backend, SearchResult, is_oracle
 
 ALGORITHMS = ("greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q")
 RESUMABLE = ("mcts", "mcts-q")
-SCORERS = ("q", "verifier", "likelihood", "equations", "vote", "weighted-vote", "likelihood-vote")
-NEEDS_MODEL = ("verifier", "weighted-vote", "likelihood", "likelihood-vote")
+SCORERS = (
+    "q",
+    "verifier",
+    "likelihood",
+    "equations",
+    "equations-likelihood",
+    "vote",
+    "weighted-vote",
+    "likelihood-vote",
+)
+NEEDS_MODEL = ("verifier", "weighted-vote", "likelihood", "likelihood-vote", "equations-likelihood")
 """Scorers the caller builds from a model (a reward model, or the searched LM itself)."""
 
 
@@ -92,7 +101,7 @@ class SearchSpec:
 
 
 def _select(scorer_name: str, scorer) -> str:
-    if is_oracle(scorer) or scorer_name in ("q", "verifier", "likelihood", "equations"):
+    if is_oracle(scorer) or not scorer_name.endswith("vote"):
         return "value"
     return "vote" if scorer_name == "vote" else "weighted_vote"
 
@@ -125,7 +134,7 @@ def run_search(
             backend, prompts, spec.max_new_tokens, sample=spec.algorithm == "sample", generator=g
         )
     if spec.scorer in NEEDS_MODEL and scorer is None:
-        what = "the searched model" if spec.scorer.startswith("likelihood") else "--verifier DIR"
+        what = "the searched model" if "likelihood" in spec.scorer else "--verifier DIR"
         raise ValueError(f"--scorer {spec.scorer} needs a scorer built from {what}")
     if scorer is None and spec.scorer == "q":
         scorer = q_value_scorer(vb)

@@ -152,7 +152,8 @@ ScorerOpt = Annotated[
     typer.Option(
         help="Gold-free judge: q (Q head) | verifier (--verifier) | likelihood (the model's own "
         "mean token probability) | equations (no model: the text's equations recomputed, their "
-        "numbers found in the question) | vote | weighted-vote | likelihood-vote (best-of-n). Default: "
+        "numbers found in the question) | equations-likelihood (ties broken by likelihood) | vote | "
+        "weighted-vote | likelihood-vote (best-of-n). Default: "
         "likelihood for best-of-n, q otherwise (what the README's measurements support)."
     ),
 ]

@@ -4,6 +4,7 @@ on what they have written, and that best-of-n selects by it without reading a go
 import pytest
 
 from latent_search.equations import equation_checks, equation_score, equation_scorer
+from latent_search.scorers import tie_broken
 from latent_search.search import SearchSpec, run_search
 from latent_search.types import Usage
 
@@ -87,3 +88,10 @@ def test_the_scorer_needs_to_know_where_the_prompt_ends():
 
     with pytest.raises(ValueError, match="where each prompt ends"):
         equation_scorer(ScriptedBackend([RIGHT]))([[65, 66]], NoStarts())
+
+
+def test_tie_broken_ranks_by_the_first_judge_and_breaks_its_ties_by_the_second():
+    first = lambda seqs, meter: [1.0, 1.0, 12 / 13, 0.0, 0.0]  # noqa: E731
+    second = lambda seqs, meter: [0.2, 0.9, 1.0, 0.3, 0.1]  # noqa: E731
+    scores = tie_broken(first, second)([[]] * 5, None)
+    assert sorted(range(5), key=lambda i: -scores[i]) == [1, 0, 2, 3, 4]
