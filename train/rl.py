@@ -50,6 +50,9 @@ class RLConfig:
     """Temperature of the acting distribution (reference: 1.0)."""
     top_k: int = 0
     """Top-k of the acting distribution; 0 = all (reference latent sampling: 40 of 64)."""
+    check_weight: float = 0.0
+    """GRPO: partial credit for consistent equations (SamplingSpec.check_weight); 0 = the task's
+    reward alone (deviation from the reference when > 0: its reward is the answer's alone)."""
     kl_beta: float = 1e-3
     """Reference math GRPO: 0.001; 0 turns the KL term off (DAPO, Dr. GRPO)."""
     clip_eps: float = 0.2
@@ -85,6 +88,11 @@ class RLConfig:
             (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
             (self.temperature > 0, f"temperature={self.temperature} must be > 0"),
             (self.kl_beta >= 0, f"kl_beta={self.kl_beta} must be >= 0"),
+            (self.check_weight >= 0, f"check_weight={self.check_weight} must be >= 0"),
+            (
+                self.check_weight == 0 or self.algorithm == "grpo",
+                "check_weight is partial credit for GRPO; RFT keeps the right samples only",
+            ),
             (0 < self.clip_eps < 1, f"clip_eps={self.clip_eps} must be in (0, 1)"),
             (self.ppo_epochs >= 1, f"ppo_epochs={self.ppo_epochs} must be >= 1"),
             (
@@ -108,7 +116,9 @@ class RLConfig:
 
     @property
     def sampling(self) -> SamplingSpec:
-        return SamplingSpec(self.group_size, self.max_new_tokens, self.temperature, self.top_k)
+        return SamplingSpec(
+            self.group_size, self.max_new_tokens, self.temperature, self.top_k, self.check_weight
+        )
 
     def keeps(self, group: Group) -> bool:
         """Whether a sampled group can teach this algorithm anything."""

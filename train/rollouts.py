@@ -37,12 +37,19 @@ class Group:
     gens: list[list[int]]
     acts: list[list[int]]
     rewards: list[float]
+    """The task's reward of each sample (1 right, 0 wrong)."""
     answers: list[str | None]
+    shaped: list[float] | None = None
+    """What RL trains on when it adds partial credit to ``rewards`` (SamplingSpec.check_weight)."""
+
+    @property
+    def train_rewards(self) -> list[float]:
+        return self.rewards if self.shaped is None else self.shaped
 
     @property
     def tied(self) -> bool:
         """All samples earned the same reward: zero advantage everywhere, no gradient."""
-        return max(self.rewards) == min(self.rewards)
+        return max(self.train_rewards) == min(self.train_rewards)
 
     @property
     def distinct_answers(self) -> int:
@@ -57,6 +64,11 @@ class SamplingSpec:
     max_new_tokens: int
     temperature: float = 1.0
     top_k: int = 0
+    check_weight: float = 0.0
+    """Partial credit: this times the gold-free equation check of a sample is added to its
+    reward (``latent_search.equations``), so that samples of a group that are all wrong (or all
+    right) still differ where one's arithmetic or reading of the question holds and another's
+    does not."""
 
 
 def sample_groups(model, problems: list, spec: SamplingSpec, g: torch.Generator) -> list[Group]:
@@ -65,6 +77,7 @@ def sample_groups(model, problems: list, spec: SamplingSpec, g: torch.Generator)
     from eval.answers import extract_answer
     from eval.prompts import format_prompt
     from eval.tasks import get_task
+    from latent_search.equations import equation_score
 
     G, tok = spec.group_size, model.tokenizer
     texts = [format_prompt(p.question) for p in problems]
@@ -80,15 +93,20 @@ def sample_groups(model, problems: list, spec: SamplingSpec, g: torch.Generator)
     groups = []
     for i, p in enumerate(problems):
         rows = range(i * G, (i + 1) * G)
-        task = get_task(p.task)
+        rewards = [float(get_task(p.task).reward(p, out.texts[r])) for r in rows]
+        shaped = None
+        if spec.check_weight:
+            checks = [equation_score(p.question, out.texts[r]) for r in rows]
+            shaped = [r + spec.check_weight * c for r, c in zip(rewards, checks)]
         groups.append(
             Group(
                 problem=p,
                 prompt=prompts[i],
                 gens=[out.token_ids[r] for r in rows],
                 acts=[out.action_ids[r] for r in rows],
-                rewards=[float(task.reward(p, out.texts[r])) for r in rows],
+                rewards=rewards,
                 answers=[extract_answer(out.texts[r]) for r in rows],
+                shaped=shaped,
             )
         )
     return groups
@@ -182,7 +200,7 @@ def groups_to_rollouts(tokenizer, groups: list[Group]) -> Rollouts:
         [gr.prompt for gr in groups for _ in gr.gens],
         [x for gr in groups for x in gr.gens],
         [a for gr in groups for a in gr.acts],
-        torch.tensor([r for gr in groups for r in gr.rewards], dtype=torch.float),
+        torch.tensor([r for gr in groups for r in gr.train_rewards], dtype=torch.float),
     )
 
 

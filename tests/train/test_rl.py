@@ -94,6 +94,32 @@ def test_tied_groups_are_dropped_and_refilled(tiny_cola, monkeypatch):
     assert draw.sampled == 6 and draw.tied == 3  # one tied round, one refill round
 
 
+def test_partial_credit_separates_wrong_samples_by_their_equations(tiny_cola, monkeypatch):
+    """With check_weight, a group whose samples are all wrong still carries a gradient: the one
+    whose equations hold earns more than the one that misreads the question; the logged reward
+    stays the task's, and RFT refuses partial credit."""
+    import train.rollouts as ro
+    from cola_models.generation import GenerationOutput
+    from eval.tasks import get_task
+
+    problem = get_task("arith").generate(1, seed=0, split="train")[0]
+    texts = [" 1+1=2. \\boxed{2}", " 1+1=3. \\boxed{3}"]  # both wrong; only the first adds up
+    out = GenerationOutput(texts, [[5], [5]], [[0], [0]], [[0.0], [0.0]])
+    monkeypatch.setattr(ro, "generate", lambda *a, **k: out)
+    plain = RLConfig(group_size=2).sampling
+    (tied,) = sample_groups(tiny_cola, [problem], plain, torch.Generator())
+    assert tied.rewards == [0.0, 0.0] and tied.tied
+    (group,) = sample_groups(
+        tiny_cola, [problem], RLConfig(group_size=2, check_weight=0.5).sampling, torch.Generator()
+    )
+    assert group.rewards == [0.0, 0.0] and not group.tied
+    assert group.shaped[0] > group.shaped[1] > 0
+    r = groups_to_rollouts(tiny_cola.tokenizer, [group])
+    assert torch.equal(r.rewards, torch.tensor(group.shaped))
+    with pytest.raises(Exception, match="check_weight"):
+        RLConfig(algorithm="rft", check_weight=0.5)
+
+
 def test_the_loss_takes_log_probs_of_the_distribution_actions_were_sampled_from(tiny_cola):
     """At temperature T the actor's log-probs must be those of softmax(logits / T), the
     distribution the sampler drew from: 500 first actions of one prompt, drawn at T = 0.5,
