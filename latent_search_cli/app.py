@@ -153,8 +153,8 @@ ScorerOpt = Annotated[
         help="Gold-free judge: q (Q head) | verifier (--verifier) | likelihood (the model's own "
         "mean token probability) | equations (no model: the text's equations recomputed, their "
         "numbers found in the question) | equations-likelihood (ties broken by likelihood) | vote | "
-        "weighted-vote | likelihood-vote (best-of-n). Default: "
-        "likelihood for best-of-n, q otherwise (what the README's measurements support)."
+        "weighted-vote | likelihood-vote (best-of-n). Default: equations-likelihood for "
+        "best-of-n, equations otherwise (what the README's measurements support)."
     ),
 ]
 VerifierOpt = Annotated[
@@ -227,8 +227,9 @@ def search_spec(flags: dict):
     from latent_search.search import SearchSpec
 
     fields = {field: flags[flag] for flag, field in _SPEC_FLAGS.items()}
-    if fields["scorer"] is None:  # best-of-n by likelihood: +3.6 points over greedy, p = 0.004
-        fields["scorer"] = "likelihood" if fields["algorithm"] == "best-of-n" else "q"
+    if fields["scorer"] is None:  # README "Measured: the equation check": the best judge measured
+        best_of_n = fields["algorithm"] == "best-of-n"
+        fields["scorer"] = "equations-likelihood" if best_of_n else "equations"
     return SearchSpec(**fields)
 
 
@@ -243,7 +244,8 @@ def solve(
         str,
         typer.Option(
             help="greedy | sample | best-of-n | beam | mcts | mcts-q. Default: best-of-n (8 "
-            "samples) by the model's likelihood, the best gold-free search measured here."
+            "samples) judged by their equations (ties: the model's likelihood), the best "
+            "gold-free search per token measured here."
         ),
     ] = "best-of-n",
     budget: BudgetOpt = None,

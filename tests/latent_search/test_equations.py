@@ -95,3 +95,20 @@ def test_tie_broken_ranks_by_the_first_judge_and_breaks_its_ties_by_the_second()
     second = lambda seqs, meter: [0.2, 0.9, 1.0, 0.3, 0.1]  # noqa: E731
     scores = tie_broken(first, second)([[]] * 5, None)
     assert sorted(range(5), key=lambda i: -scores[i]) == [1, 0, 2, 3, 4]
+
+
+def test_solve_defaults_to_best_of_8_by_equations_then_likelihood_and_equations_elsewhere():
+    import json
+
+    from typer.testing import CliRunner
+
+    from latent_search_cli.app import app
+
+    args = ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "4", "--json"]
+    default = json.loads(CliRunner().invoke(app, args).stdout)["config"]
+    assert (default["algorithm"], default["n"]) == ("best-of-n", 8)
+    assert default["scorer"] == "equations-likelihood"
+    for search in ("beam", "mcts", "mcts-q"):
+        got = CliRunner().invoke(app, [*args, "--search", search, "--rounds", "2"])
+        assert got.exit_code == 0, got.output
+        assert json.loads(got.stdout)["config"]["scorer"] == "equations"

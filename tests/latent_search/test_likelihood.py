@@ -73,13 +73,3 @@ def test_the_cli_searches_by_likelihood(search):
     res = CliRunner().invoke(app, [*args, "--search", search, "--scorer", "likelihood"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["oracle"] is False
-
-
-def test_solve_defaults_to_best_of_8_by_likelihood_and_q_elsewhere():
-    from latent_search_cli.app import app
-
-    args = ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "4", "--json"]
-    default = json.loads(CliRunner().invoke(app, args).stdout)["config"]
-    assert (default["algorithm"], default["n"], default["scorer"]) == ("best-of-n", 8, "likelihood")
-    beam = json.loads(CliRunner().invoke(app, [*args, "--search", "beam"]).stdout)["config"]
-    assert beam["scorer"] == "q"
