@@ -28,6 +28,14 @@ class Method:
     """"latent" or "token": which action space the search moves in (plot marker)."""
 
 
+def _best_of(n: int, s: dict, scorer: str, label: str, *, token: bool = False) -> Method:
+    """Best-of-n of the latent policy (``tiny-arith``), or of its base LM's tokens."""
+    spec = SearchSpec(**s, algorithm="best-of-n", n=n, scorer=scorer)
+    if token:
+        return Method(f"token best-of-{n} ({label})", "tiny-arith-base", spec, level="token")
+    return Method(f"best-of-{n} ({label})", "tiny-arith", spec)
+
+
 def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Method]:
     """The comparison the README reports: CoLA before/after latent RL, token-level RL, and every
     search over latent actions and over tokens. Search sizes are large and the budget binds."""
@@ -40,34 +48,12 @@ def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Met
         Method("greedy (latent RL)", "tiny-arith", SearchSpec()),
         Method("sample (latent RL)", "tiny-arith", SearchSpec(algorithm="sample")),
         Method("greedy (token RL)", "tiny-arith-token-rl", SearchSpec(), level="token"),
-        Method(f"best-of-{n} (Q)", "tiny-arith", SearchSpec(**s, algorithm="best-of-n", n=n)),
-        Method(
-            f"best-of-{n} (vote)",
-            "tiny-arith",
-            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="vote"),
-        ),
-        Method(
-            f"best-of-{n} (likelihood)",
-            "tiny-arith",
-            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="likelihood"),
-        ),
-        Method(
-            f"token best-of-{n} (likelihood)",
-            "tiny-arith-base",
-            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="likelihood"),
-            level="token",
-        ),
-        Method(
-            f"best-of-{n} (equations)",
-            "tiny-arith",
-            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="equations"),
-        ),
-        Method(
-            f"token best-of-{n} (equations)",
-            "tiny-arith-base",
-            SearchSpec(**s, algorithm="best-of-n", n=n, scorer="equations"),
-            level="token",
-        ),
+        _best_of(n, s, "q", "Q"),
+        _best_of(n, s, "vote", "vote"),
+        _best_of(n, s, "likelihood", "likelihood"),
+        _best_of(n, s, "likelihood", "likelihood", token=True),
+        _best_of(n, s, "equations", "equations"),
+        _best_of(n, s, "equations", "equations", token=True),
         Method(
             "beam, sampled steps (equations)",
             "tiny-arith",
