@@ -8,6 +8,7 @@ ranked by the value of their newest state; finished ones leave the beam for a po
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .ledger import Choice, Ledger
@@ -49,6 +50,14 @@ class _Hyp:
     node: int
     score: float = 0.0
     done: bool = False
+    logp: float = 0.0
+    """Summed log-prior of the hypothesis' steps: breaks ties of ``score`` (a judge that finds
+    nothing wrong with several texts gives them all 1.0), so the policy's likelier one stays."""
+
+
+def _rank(h: _Hyp) -> tuple[float, float]:
+    """Best first: by the judge's score, then by the policy's log-prior."""
+    return (-h.score, -h.logp)
 
 
 def _grow(
@@ -73,7 +82,9 @@ def _grow(
             node = trees[i].add_child(
                 h.node, st.action, st.tokens, prior=st.prior, terminal=st.terminal
             )
-            new.append((i, _Hyp(toks, node, done=st.terminal or len(toks) >= cfg.max_new_tokens)))
+            done = st.terminal or len(toks) >= cfg.max_new_tokens
+            logp = h.logp + math.log(max(st.prior, 1e-30))
+            new.append((i, _Hyp(toks, node, done=done, logp=logp)))
     return new
 
 
@@ -113,14 +124,12 @@ def beam_search(
         for i in {i for i, _ in new}:  # finished hypotheses leave for the pool; the best stay
             mine = [h for j, h in new if j == i]
             pools[i] += [h for h in mine if h.done]
-            beams[i] = sorted((h for h in mine if not h.done), key=lambda h: -h.score)[
-                : cfg.beam_width
-            ]
+            beams[i] = sorted((h for h in mine if not h.done), key=_rank)[: cfg.beam_width]
 
     choices = []
     for i, tree in enumerate(trees):
         pool = pools[i] or beams[i]
-        best = max(pool, key=lambda h: h.score) if pool else _Hyp([], ROOT)
+        best = min(pool, key=_rank) if pool else _Hyp([], ROOT)
         stats = {"nodes": len(tree), "finished": len(pools[i]), "branching": branching(tree)}
         choices.append(Choice(best.tokens, tree, best.node, stats))
     return ledger.results(choices, algorithm="beam", config=cfg)

@@ -22,6 +22,7 @@ from .types import Backend, Meter, Scorer, ValueFn
 _NUM = r"-?\d+(?:\.\d+)?"
 _EQUATION = re.compile(rf"({_NUM})\s*([-+*/×])\s*({_NUM})\s*=\s*({_NUM})")
 _NUMBER = re.compile(_NUM)
+_EQUALS = re.compile(r"=")
 _BOXED = re.compile(r"\\boxed\{\s*([^{}]*?)\s*\}")
 
 
@@ -37,20 +38,32 @@ def _value(a: Fraction, op: str, b: Fraction) -> Fraction | None:
 
 def equation_checks(question: str, text: str, *, finished: bool = True) -> tuple[int, int]:
     """(checks passed, checks made) on ``text``'s equations, reading numbers from ``question``.
-    An unfinished text (a search's partial solution) is not asked for its final answer."""
+    An unfinished text (a search's partial solution) is not asked for its final answer, and its
+    last equation is not judged while its result may still be growing ("21+44=6" before "5")."""
     given = {Fraction(x) for x in _NUMBER.findall(question)}
+    text = text.rstrip() if not finished else text
+    found = list(_EQUATION.finditer(text))
+    equals = [m.start() for m in _EQUALS.finditer(text)]
+    if not finished and found and found[-1].end() == len(text):
+        found.pop()  # its result may still grow: judged once something follows it
+        equals.pop()
+    elif not finished and equals and not text[equals[-1] + 1 :].strip():
+        equals.pop()  # an "=" still waiting for its result
     results: set[Fraction] = set()
     passed = made = 0
-    equations = _EQUATION.findall(text)
-    for a, op, b, r in equations:
+    for m in found:
+        a, op, b, r = m.groups()
         a, b, r = Fraction(a), Fraction(b), Fraction(r)
         passed += _value(a, op, b) == r  # the calculator
         passed += sum(x in given or x in results for x in (a, b))  # read, or computed before
         made += 3
         results.add(r)
+    # An "=" outside every well-formed equation ("7*12=x.") is a malformed one: it fails, so that
+    # a text cannot escape the checks by not writing a number.
+    made += len(equals) - len(found)
     if finished:
         boxed = _BOXED.findall(text)
-        last = equations[-1][3] if equations else None
+        last = found[-1].group(4) if found else None
         passed += bool(boxed and last is not None and _same_number(boxed[-1], last))
         made += 1
     return passed, made

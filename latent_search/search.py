@@ -57,7 +57,8 @@ class SearchSpec:
     """mcts: Gumbel root selection (sequential halving) instead of PUCT at the root."""
     candidates: str = "first-token"
     """beam / mcts: a node's child steps are its top actions' first tokens completed greedily
-    ("first-token") or the policy's own samples of the whole step ("sampled")."""
+    ("first-token"), the policy's own samples of the whole step ("sampled"), or single tokens,
+    the distinct tokens of the top actions ("token"; a beam then runs a step per token)."""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -162,12 +163,14 @@ def run_search(
         )
         return mcts(backend, prompts, mcfg, value_fn, generator=g, trees=trees, on_round=on_round)
     if spec.algorithm == "beam":
+        per_token = {"max_steps": spec.max_new_tokens} if spec.candidates == "token" else {}
         cfg = BeamConfig(
             beam_width=spec.beam_width,
             expand_k=spec.expand_k,
             max_new_tokens=spec.max_new_tokens,
             budget=spec.budget,
             candidates=spec.candidates,
+            **per_token,  # a step per token: as many steps as tokens
         )
         return beam_search(backend, prompts, cfg, value_fn, generator=g)
     cfg = MCTSQConfig(

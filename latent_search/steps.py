@@ -9,6 +9,10 @@ Two ways to propose a node's candidate steps:
   actions at every token, as search-and-learn samples step completions), identical ones merged
   (prior = their share of the k). Candidates then differ wherever the policy is uncertain
   within the step, which is where a reading error (a wrong number copied) happens.
+* "token": steps of one token, the distinct tokens of a node's top-k actions (the reference's
+  per-token expansion, without its macro-steps). A search can then branch at the very token
+  where the policy errs: on the bundled arith model most wrong answers start with one wrong
+  digit of a result, which some other latent action writes right.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import Tensor
 from .ledger import Ledger
 from .types import Prior
 
-CANDIDATES = ("first-token", "sampled")
+CANDIDATES = ("first-token", "sampled", "token")
 
 
 @dataclass
@@ -140,6 +144,8 @@ def candidate_steps(
     generator: torch.Generator | None = None,
 ) -> list[list[Step]]:
     """The candidate steps of each prefix, proposed the ``mode`` way (see the module docstring)."""
+    if mode == "token":
+        step_tokens = 0
     if mode == "sampled":
         return sample_steps(
             ledger, owners, prefixes, k=k, step_tokens=step_tokens, stop=stop, room=room,

@@ -170,7 +170,8 @@ CandidatesOpt = Annotated[
     str,
     typer.Option(
         help="beam / mcts child steps: first-token (top actions, completed greedily) | sampled "
-        "(the policy's own samples of the whole step)."
+        "(the policy's own samples of the whole step) | token (one token: the distinct tokens "
+        "of the top --expand-k actions)."
     ),
 ]
 ValueModelOpt = Annotated[
