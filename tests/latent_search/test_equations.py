@@ -40,6 +40,14 @@ def test_a_partial_text_is_judged_on_what_it_has_written():
     assert equation_score(QUESTION, " The answer is 88.") == 0.0  # finished, nothing checkable
 
 
+def test_a_result_still_being_written_waits_and_a_malformed_one_fails():
+    # "84" is written digit by digit: "8" is not judged until something follows it
+    assert equation_score(QUESTION, " 7*12=8", finished=False) == 1.0
+    assert equation_score(QUESTION, " 7*12=8.", finished=False) == pytest.approx(2 / 3)
+    assert equation_score(QUESTION, " 7*12=x.", finished=False) == 0.0  # no number: fails
+    assert equation_score(QUESTION, " 7*12=85") < 1.0  # a finished text's last result counts
+
+
 class ScriptedBackend:
     """Characters as tokens; each sample of a prompt is the next of ``texts``."""
 
