@@ -163,15 +163,18 @@ VerifierOpt = Annotated[
 ]
 RoundsOpt = Annotated[int, typer.Option(help="mcts simulations / mcts-q selection rounds.")]
 NOpt = Annotated[int, typer.Option("--n", help="best-of-n samples.")]
-WidthOpt = Annotated[int, typer.Option(help="beam width.")]
-ExpandOpt = Annotated[int, typer.Option(help="Actions tried per node (beam, mcts).")]
+WidthOpt = Annotated[int | None, typer.Option(help="beam width. Default: 8.")]
+ExpandOpt = Annotated[
+    int | None,
+    typer.Option(help="Actions tried per node (beam, mcts). Default: beam 64 (all), mcts 4."),
+]
 GumbelOpt = Annotated[bool, typer.Option(help="mcts: Gumbel root selection.")]
 CandidatesOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="beam / mcts child steps: first-token (top actions, completed greedily) | sampled "
         "(the policy's own samples of the whole step) | token (one token: the distinct tokens "
-        "of the top --expand-k actions)."
+        "of the top --expand-k actions). Default: beam token, mcts first-token."
     ),
 ]
 ValueModelOpt = Annotated[
@@ -228,9 +231,19 @@ def search_spec(flags: dict):
     from latent_search.search import SearchSpec
 
     fields = {field: flags[flag] for flag, field in _SPEC_FLAGS.items()}
-    if fields["scorer"] is None:  # README "Measured: the equation check": the best judge measured
-        best_of_n = fields["algorithm"] == "best-of-n"
-        fields["scorer"] = "equations-likelihood" if best_of_n else "equations"
+    beam = fields["algorithm"] == "beam"
+    # Defaults are what README "Measured: the equation check" found best: a beam over single
+    # tokens, 8 wide, every action tried, judged by the equation check (best-of-n: ties broken
+    # by the likelihood, so that a text without equations is ranked by it).
+    unset = {
+        "scorer": "equations-likelihood" if fields["algorithm"] == "best-of-n" else "equations",
+        "beam_width": 8,
+        "expand_k": 64 if beam else 4,
+        "candidates": "token" if beam else "first-token",
+    }
+    for field, value in unset.items():
+        if fields[field] is None:
+            fields[field] = value
     return SearchSpec(**fields)
 
 
@@ -244,21 +257,21 @@ def solve(
     search: Annotated[
         str,
         typer.Option(
-            help="greedy | sample | best-of-n | beam | mcts | mcts-q. Default: best-of-n (8 "
-            "samples) judged by their equations (ties: the model's likelihood), the best "
-            "gold-free search per token measured here."
+            help="greedy | sample | best-of-n | beam | mcts | mcts-q. Default: beam over single "
+            "tokens, 8 wide, every action tried, judged by the equation check: the best "
+            "gold-free search measured here (README)."
         ),
-    ] = "best-of-n",
+    ] = "beam",
     budget: BudgetOpt = None,
     scorer: ScorerOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the action sampler.")] = 0,
     rounds: RoundsOpt = 32,
     n: NOpt = 8,
-    beam_width: WidthOpt = 4,
-    expand_k: ExpandOpt = 4,
+    beam_width: WidthOpt = None,
+    expand_k: ExpandOpt = None,
     gumbel: GumbelOpt = False,
-    step_candidates: CandidatesOpt = "first-token",
+    step_candidates: CandidatesOpt = None,
     tree_out: Annotated[
         Path | None, typer.Option(help="Write the search tree (JSON; mcts/mcts-q: every round).")
     ] = None,
@@ -332,10 +345,10 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the search / sampler.")] = 0,
     rounds: RoundsOpt = 32,
     n: NOpt = 8,
-    beam_width: WidthOpt = 4,
-    expand_k: ExpandOpt = 4,
+    beam_width: WidthOpt = None,
+    expand_k: ExpandOpt = None,
     gumbel: GumbelOpt = False,
-    step_candidates: CandidatesOpt = "first-token",
+    step_candidates: CandidatesOpt = None,
     samples: Annotated[int, typer.Option(help="Searches per problem (maj@k, pass@k).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
     value_model: ValueModelOpt = None,

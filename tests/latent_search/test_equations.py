@@ -105,7 +105,7 @@ def test_tie_broken_ranks_by_the_first_judge_and_breaks_its_ties_by_the_second()
     assert sorted(range(5), key=lambda i: -scores[i]) == [1, 0, 2, 3, 4]
 
 
-def test_solve_defaults_to_best_of_8_by_equations_then_likelihood_and_equations_elsewhere():
+def test_solve_defaults_to_the_per_token_beam_judged_by_equations():
     import json
 
     from typer.testing import CliRunner
@@ -113,10 +113,20 @@ def test_solve_defaults_to_best_of_8_by_equations_then_likelihood_and_equations_
     from latent_search_cli.app import app
 
     args = ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "4", "--json"]
-    default = json.loads(CliRunner().invoke(app, args).stdout)["config"]
-    assert (default["algorithm"], default["n"]) == ("best-of-n", 8)
-    assert default["scorer"] == "equations-likelihood"
-    for search in ("beam", "mcts", "mcts-q"):
-        got = CliRunner().invoke(app, [*args, "--search", search, "--rounds", "2"])
+
+    def config(*extra):
+        got = CliRunner().invoke(app, [*args, *extra])
         assert got.exit_code == 0, got.output
-        assert json.loads(got.stdout)["config"]["scorer"] == "equations"
+        return json.loads(got.stdout)["config"]
+
+    default = config()
+    assert (default["algorithm"], default["candidates"], default["scorer"]) == (
+        "beam",
+        "token",
+        "equations",
+    )
+    assert (default["beam_width"], default["expand_k"]) == (8, 64)
+    assert config("--search", "best-of-n")["scorer"] == "equations-likelihood"
+    mcts = config("--search", "mcts", "--rounds", "2")
+    assert (mcts["candidates"], mcts["expand_k"], mcts["scorer"]) == ("first-token", 4, "equations")
+    assert config("--search", "beam", "--beam-width", "2", "--expand-k", "3")["expand_k"] == 3
