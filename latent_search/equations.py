@@ -15,6 +15,7 @@ It only judges texts that write their arithmetic as equations; a text with none 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 from .types import Backend, Meter, Scorer, ValueFn
@@ -36,28 +37,54 @@ def _value(a: Fraction, op: str, b: Fraction) -> Fraction | None:
     return a / b if b else None
 
 
+@dataclass(frozen=True)
+class Checked:
+    """One equation ``a op b = r`` of a text, checked."""
+
+    match: re.Match
+    read: int
+    """Operands (0-2) that are numbers of the question or results of earlier equations."""
+    right: Fraction | None
+    """What ``a op b`` is (None: division by zero)."""
+
+    @property
+    def computed(self) -> bool:
+        return self.right == Fraction(self.match.group(4))
+
+
+def check_each(question: str, equations: list[re.Match]) -> list[Checked]:
+    """The reading check and the calculator on each of ``equations`` (matches of a text, in
+    order), with the numbers of ``question``."""
+    given = {Fraction(x) for x in _NUMBER.findall(question)}
+    results: set[Fraction] = set()
+    out = []
+    for m in equations:
+        a, op, b, r = m.groups()
+        a, b = Fraction(a), Fraction(b)
+        out.append(Checked(m, sum(x in given or x in results for x in (a, b)), _value(a, op, b)))
+        results.add(Fraction(r))
+    return out
+
+
+def find_equations(text: str) -> list[re.Match]:
+    return list(_EQUATION.finditer(text))
+
+
 def equation_checks(question: str, text: str, *, finished: bool = True) -> tuple[int, int]:
     """(checks passed, checks made) on ``text``'s equations, reading numbers from ``question``.
     An unfinished text (a search's partial solution) is not asked for its final answer, and its
     last equation is not judged while its result may still be growing ("21+44=6" before "5")."""
-    given = {Fraction(x) for x in _NUMBER.findall(question)}
     text = text.rstrip() if not finished else text
-    found = list(_EQUATION.finditer(text))
+    found = find_equations(text)
     equals = [m.start() for m in _EQUALS.finditer(text)]
     if not finished and found and found[-1].end() == len(text):
         found.pop()  # its result may still grow: judged once something follows it
         equals.pop()
     elif not finished and equals and not text[equals[-1] + 1 :].strip():
         equals.pop()  # an "=" still waiting for its result
-    results: set[Fraction] = set()
-    passed = made = 0
-    for m in found:
-        a, op, b, r = m.groups()
-        a, b, r = Fraction(a), Fraction(b), Fraction(r)
-        passed += _value(a, op, b) == r  # the calculator
-        passed += sum(x in given or x in results for x in (a, b))  # read, or computed before
-        made += 3
-        results.add(r)
+    checked = check_each(question, found)
+    passed = sum(c.computed + c.read for c in checked)  # the calculator, the reading check
+    made = 3 * len(checked)
     # An "=" outside every well-formed equation ("7*12=x.") is a malformed one: it fails, so that
     # a text cannot escape the checks by not writing a number.
     made += len(equals) - len(found)
