@@ -66,6 +66,18 @@ def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Met
                 expand_k=8,
             ),
         ),
+        Method(
+            "beam, per token (equations)",
+            "tiny-arith",
+            SearchSpec(
+                **s,
+                algorithm="beam",
+                candidates="token",
+                scorer="equations",
+                beam_width=8,
+                expand_k=64,
+            ),
+        ),
         Method("beam", "tiny-arith", SearchSpec(**s, algorithm="beam", max_new_tokens=256)),
         Method("mcts", "tiny-arith", SearchSpec(**s, algorithm="mcts", rounds=big)),
         Method("mcts-q", "tiny-arith", SearchSpec(**s, algorithm="mcts-q", rounds=big)),
