@@ -145,6 +145,9 @@ def summarize(records: list[dict], cfg: EvalConfig, items: list, warnings=(), no
         "notes": list(notes),
         "unanswered_too_long": sum(1 for r in records if "error" in r),
     }
+    branching = [r["branching"] for r in records if "branching" in r]
+    if branching:  # how different a tree search's candidates were, beside its accuracy
+        out["branching"] = sum(branching) / len(branching)
     if cfg.samples > 1:
         for name in ("maj", "pass"):
             kk = sum(r[f"{name}_correct"] for r in records)
@@ -356,6 +359,9 @@ def _record(item, row: int, per_sample: list) -> dict:
         "groups": item.groups,
         "oracle": False,
     }
+    branching = per_sample[0][0][row].stats.get("branching")
+    if branching is not None:  # a tree search's distinct children per expanded node
+        rec["branching"] = branching
     if len(texts) > 1:
         votes = Counter(a for a in answers if a is not None)
         top = votes.most_common(1)[0][0] if votes else None

@@ -38,6 +38,17 @@ def test_eval_writes_results_and_resumes_after_a_torn_line(tmp_path):
     assert run_eval(cfg, tmp_path) == again
 
 
+def test_a_tree_search_reports_how_different_its_candidates_were(tmp_path):
+    spec = SearchSpec("beam", candidates="token", expand_k=64, beam_width=2, scorer="equations")
+    cfg = EvalConfig(task="arith", model="tiny-arith", limit=3, batch_size=3, search=spec)
+    summary = run_eval(cfg, tmp_path)
+    recs = _lines(tmp_path / "results.jsonl")
+    assert all(r["branching"] >= 1.0 for r in recs)
+    assert summary["branching"] == pytest.approx(sum(r["branching"] for r in recs) / 3)
+    greedy = run_eval(EvalConfig(task="arith", model="tiny-arith", limit=3), tmp_path / "g")
+    assert "branching" not in greedy
+
+
 def test_eval_refuses_to_mix_settings(tmp_path):
     run_eval(EvalConfig(limit=2, model="tiny-arith"), tmp_path)
     with pytest.raises(ValueError, match="other settings"):
