@@ -88,7 +88,7 @@ def main() -> None:
     prompts = cm.tokenizer_encode(model.tokenizer, [format_prompt(p.question) for p in problems])
     out = generate(model, prompts, GenerationConfig(max_new_tokens=160, action="greedy"))
     kinds: Counter = Counter()
-    reachable, mass = 0, []
+    examined, reachable, mass = 0, 0, []
     for p, prompt, ids, text in zip(problems, prompts, out.token_ids, out.texts):
         if task.reward(p, text) > 0.5:
             kinds["right"] += 1
@@ -97,6 +97,7 @@ def main() -> None:
         kinds[err[0] if err else "wrong, every equation checks"] += 1
         if err and err[0] == "calculator" and err[1].right and err[1].right.denominator == 1:
             ok, m = reach(model, prompt, ids, text, err[1].match, err[1].right)
+            examined += 1
             reachable += ok
             mass += [m] if ok else []
     report = {
@@ -104,6 +105,7 @@ def main() -> None:
         "model": args.model,
         "problems": args.problems,
         "greedy": dict(kinds),
+        "calculator_errors_examined": examined,
         "calculator_errors_right_token_reachable": reachable,
         "policy_probability_of_right_actions_median": statistics.median(mass) if mass else None,
         "policy_probability_of_right_actions_mean": statistics.mean(mass) if mass else None,
