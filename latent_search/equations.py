@@ -3,13 +3,15 @@
 Worked arithmetic ("7*12=84. 84+24=108. ...") can be checked against the question alone:
   - a calculator: every ``a op b = r`` is recomputed exactly;
   - a reading check: every operand is a number of the question or the result of an earlier
-    equation (the bundled model's typical error is a number the question does not hold);
+    equation (a number the question does not hold is a misreading);
   - the final answer is the last equation's result.
 The score is the share of these checks the text passes (1.0: nothing found wrong). No answer is
 read and no model runs, so no tokens are charged. Measured before it drives a search (README,
-"Measured: the equation check"): it ranks a problem's right samples above its wrong ones far better
-than the model's likelihood on the bundled arith model; the calculator alone does most of it.
-It only judges texts that write their arithmetic as equations; a text with none scores 0.
+"Measured: the verifier report"): on the bundled arith model's samples it ranks a problem's
+right samples above its wrong ones at within-problem AUC 0.81 [0.77, 0.85], against the
+likelihood's 0.74 and the Q head's 0.50; the calculator alone does most of it (most of that
+model's wrong answers start with a miscalculated result). It only judges texts that write
+their arithmetic as equations (single ``a op b = r``); a finished text with none scores 0.
 """
 
 from __future__ import annotations
