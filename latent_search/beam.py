@@ -1,9 +1,10 @@
-"""Step-level beam search over latent actions (or tokens), scored by a learned value.
+"""Step-level beam search over latent actions (or tokens), ranked by a gold-free judge.
 
-A step starts with one of the policy's top-k actions at the beam's state (all k decoded from one
-backbone step; actions that give the same token are merged) and is completed greedily up to a
-step boundary (``step_stop``; ``step_tokens=0`` makes every step a single token). Hypotheses are
-ranked by the value of their newest state; finished ones leave the beam for a pool.
+A step is proposed by ``steps.candidate_steps``: one of the policy's top-k actions at the beam's
+state completed greedily up to a step boundary (``step_stop``), the policy's own samples of the
+step, or a single token (``step_tokens=0`` / "token" candidates). Hypotheses are ranked by the
+judge's value of their newest text, ties by the summed log-prior of their steps; finished ones
+leave the beam for a pool.
 """
 
 from __future__ import annotations

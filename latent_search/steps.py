@@ -1,6 +1,6 @@
 """Reasoning steps as search edges, shared by beam search and PUCT-MCTS.
 
-Two ways to propose a node's candidate steps:
+Three ways to propose a node's candidate steps:
 * ``expand_steps`` ("first-token"): a step starts with one of the top-k actions at the node (all
   k decoded from the node's one backbone step; actions that produce the same token are merged
   into one edge whose prior is their summed probability) and continues greedily up to a step
