@@ -114,17 +114,11 @@ def per_token(args) -> dict:
 
 def _bytes_read(model) -> tuple[int, int]:
     """What one decode step reads: every weight once (a tied embedding is the LM head), and
-    per row and token of context, each attention layer's key and value (for CoLA, the policy
-    and Q stacks' too, taken to be shaped as the backbone's)."""
-    hf = model.backbone.hf_config
-    layers = hf.num_hidden_layers
-    if model.kind == "cola":
-        layers += model.config.policy_layers + (model.config.q_layers if model.q else 0)
-    head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
-    kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
-    elem = next(model.parameters()).element_size()
+    per row and token of context, each attention layer's key and value."""
+    from latent_search.backends.torch_backend import kv_bytes_per_token
+
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return weights, 2 * layers * kv_heads * head_dim * elem
+    return weights, kv_bytes_per_token(model)
 
 
 def vllm_per_token(args) -> dict:

@@ -114,18 +114,33 @@ def equation_score(question: str, text: str, *, finished: bool = True) -> float:
     return passed / made if made else 1.0
 
 
-def _texts(backend: Backend, seqs: list[list[int]], meter: Meter) -> list[tuple[str, str]]:
-    starts = meter.starts
-    if starts is None:
-        raise ValueError("the equation check needs to know where each prompt ends")
-    return [(backend.decode(s[:n]), backend.decode(s[n:])) for s, n in zip(seqs, starts)]
+class _Texts:
+    """(question, solution) texts of prompt + solution token rows. A search asks for the same
+    prompts at every step and every hypothesis, so each prompt is decoded once."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.prompts: dict[tuple[int, ...], str] = {}
+
+    def __call__(self, seqs: list[list[int]], meter: Meter) -> list[tuple[str, str]]:
+        starts = meter.starts
+        if starts is None:
+            raise ValueError("the equation check needs to know where each prompt ends")
+        out = []
+        for s, n in zip(seqs, starts):
+            key = tuple(s[:n])
+            if key not in self.prompts:
+                self.prompts[key] = self.backend.decode(s[:n])
+            out.append((self.prompts[key], self.backend.decode(s[n:])))
+        return out
 
 
 def equation_scorer(backend: Backend) -> Scorer:
     """Score finished sequences (prompt + solution) by :func:`equation_score`."""
+    texts = _Texts(backend)
 
     def score(seqs: list[list[int]], meter: Meter) -> list[float]:
-        return [equation_score(q, t) for q, t in _texts(backend, seqs, meter)]
+        return [equation_score(q, t) for q, t in texts(seqs, meter)]
 
     score.oracle = False
     return score
@@ -133,9 +148,9 @@ def equation_scorer(backend: Backend) -> Scorer:
 
 def equation_value_fn(backend: Backend) -> ValueFn:
     """Value of partial sequences (beam and mcts at step ends): the checks of what is written."""
+    texts = _Texts(backend)
 
     def value(seqs: list[list[int]], done: list[bool], meter: Meter) -> list[float]:
-        texts = _texts(backend, seqs, meter)
-        return [equation_score(q, t, finished=d) for (q, t), d in zip(texts, done)]
+        return [equation_score(q, t, finished=d) for (q, t), d in zip(texts(seqs, meter), done)]
 
     return value

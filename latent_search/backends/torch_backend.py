@@ -219,14 +219,23 @@ class TorchBackend:
         return self.model.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
-def state_bytes_per_token(model) -> int:
-    """Rough memory of one cached token of a state: keys and values of every attention layer
-    (backbone, and for CoLA the policy and Q stacks) plus the backbone features."""
+def kv_bytes_per_token(model) -> int:
+    """Keys and values one cached token holds across every attention layer: the backbone's and,
+    for CoLA, the policy and Q stacks' (shaped as the backbone's)."""
     hf = model.backbone.hf_config
     head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
     kv = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
     layers = hf.num_hidden_layers
     if model.kind == "cola":
         layers += model.config.policy_layers + (model.config.q_layers if model.q is not None else 0)
-    elem = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
-    return (2 * layers * kv * head_dim + hf.hidden_size) * elem
+    return 2 * layers * kv * head_dim * _element_bytes(model)
+
+
+def state_bytes_per_token(model) -> int:
+    """Rough memory of one cached token of a state: its keys and values plus the backbone
+    features."""
+    return kv_bytes_per_token(model) + model.backbone.hf_config.hidden_size * _element_bytes(model)
+
+
+def _element_bytes(model) -> int:
+    return torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
