@@ -40,8 +40,10 @@ def first_error(question: str, text: str):
 
 
 def reach(model, prompt: list[int], ids: list[int], text: str, m, right: Fraction):
-    """(right token reachable by some action, the policy's probability of those actions) at
-    the state before the first wrong character of equation ``m``'s result (a regex match)."""
+    """At the state before the first wrong character of equation ``m``'s result (a regex
+    match): whether some action writes the right token, the policy's probability of those
+    actions, and whether the frozen backbone's own LM head ranks a right token first (the
+    knowledge a policy over that backbone's features has to draw on)."""
     import torch
 
     from cola_models.tokenizer import left_pad
@@ -60,8 +62,10 @@ def reach(model, prompt: list[int], ids: list[int], text: str, m, right: Fractio
         acts = torch.arange(model.n_actions, device=model.device)[None]  # [1, K]
         toks = model.next_token_logits(state, acts)[0].argmax(-1)  # [K]
         probs = state.policy_logits[0].float().softmax(-1)  # [K]
+        lm_top = int(model.backbone.token_logits(state.h)[0].argmax())
     good = [a for a in range(model.n_actions) if _writes(tok.decode([int(toks[a])]), rest)]
-    return bool(good), float(probs[good].sum()) if good else 0.0
+    lm_right = _writes(tok.decode([lm_top]), rest)
+    return bool(good), float(probs[good].sum()) if good else 0.0, lm_right
 
 
 def _writes(piece: str, rest: str) -> bool:
@@ -88,7 +92,7 @@ def main() -> None:
     prompts = cm.tokenizer_encode(model.tokenizer, [format_prompt(p.question) for p in problems])
     out = generate(model, prompts, GenerationConfig(max_new_tokens=160, action="greedy"))
     kinds: Counter = Counter()
-    examined, reachable, mass = 0, 0, []
+    examined, reachable, lm_right, mass = 0, 0, 0, []
     for p, prompt, ids, text in zip(problems, prompts, out.token_ids, out.texts):
         if task.reward(p, text) > 0.5:
             kinds["right"] += 1
@@ -96,9 +100,10 @@ def main() -> None:
         err = first_error(p.question, text)
         kinds[err[0] if err else "wrong, every equation checks"] += 1
         if err and err[0] == "calculator" and err[1].right and err[1].right.denominator == 1:
-            ok, m = reach(model, prompt, ids, text, err[1].match, err[1].right)
+            ok, m, lm_ok = reach(model, prompt, ids, text, err[1].match, err[1].right)
             examined += 1
             reachable += ok
+            lm_right += lm_ok
             mass += [m] if ok else []
     report = {
         "machine": machine(),
@@ -107,6 +112,7 @@ def main() -> None:
         "greedy": dict(kinds),
         "calculator_errors_examined": examined,
         "calculator_errors_right_token_reachable": reachable,
+        "calculator_errors_backbone_lm_head_right": lm_right,
         "policy_probability_of_right_actions_median": statistics.median(mass) if mass else None,
         "policy_probability_of_right_actions_mean": statistics.mean(mass) if mass else None,
     }

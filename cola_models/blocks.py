@@ -190,6 +190,7 @@ class StackCache:
         """Concatenate along the batch, right-aligned to the longest (left slots of shorter ones
         are masked padding), with ``room`` free slots after: one copy per layer."""
         S = max(c.length for c in caches)
+        shortest = min(c.length for c in caches)
         n_layers = len(caches[0].kbuf)
 
         def layer(bufs: str, i: int) -> Tensor:
@@ -197,10 +198,12 @@ class StackCache:
             B = sum(p.shape[0] for p in parts)
             first = parts[0]
             out = first.new_empty(B, first.shape[1], S + room, first.shape[3])
+            # Padding slots are masked, but must be finite (softmax weight 0 times NaN is NaN):
+            # zeroed in one call for the slots where any part has padding, not once per part (a
+            # search gathers dozens of one-row states at a time). Room after S is written first.
+            out[:, :, : S - shortest].zero_()
             row = 0
             for c, p in zip(caches, parts):
-                # padding slots are masked, but must be finite: softmax weight 0 times NaN is NaN
-                out[row : row + p.shape[0], :, : S - c.length] = 0
                 out[row : row + p.shape[0], :, S - c.length : S] = p[:, :, : c.length]
                 row += p.shape[0]
             return out

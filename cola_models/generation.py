@@ -31,6 +31,9 @@ class GenerationConfig:
     token_temperature: float = 1.0
     stop_strings: tuple[str, ...] = ()
     stop_at_eos: bool = True
+    values: bool = False
+    """CoLA: run the Q head along in the states a generation prefills (only a caller that reads
+    Q from ``keep_states`` needs it; actions and tokens are the same either way)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -93,6 +96,10 @@ class _Decoder:
 
 class _ColaDecoder(_Decoder):
     """Acts with latent actions: the policy picks a_t, the world model decodes x_{t+1}."""
+
+    def start(self, ids: Tensor, mask: Tensor):
+        # Choosing reads policy logits only: the Q head runs only when asked for.
+        return self.model.start(ids, mask, values=self.cfg.values)
 
     def choose(self, state, forced: Tensor, live: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cfg, model = self.cfg, self.model

@@ -116,20 +116,23 @@ class ColaModel(nn.Module):
         )
 
     # ------------------------------------------------------------------ incremental state
-    def _heads(self, h, positions, key_mask, state: ColaState | None):
+    def _heads(self, h, positions, key_mask, state: ColaState | None, values: bool):
         pl, pcache = self.policy(h, positions, key_mask, state.policy_cache if state else None)
         q, qcache = None, None
-        if self.q is not None:
+        if self.q is not None and values:
             q, qcache = self.q(h, positions, key_mask, state.q_cache if state else None)
         return pl, pcache, q, qcache
 
     @torch.no_grad()
-    def start(self, input_ids: Tensor, attention_mask: Tensor) -> ColaState:
-        """Prefill left-padded prompts [B, T] into a state ready to choose a_T."""
+    def start(self, input_ids: Tensor, attention_mask: Tensor, *, values: bool = True) -> ColaState:
+        """Prefill left-padded prompts [B, T] into a state ready to choose a_T. ``values=False``
+        leaves the Q head out of this state and every state advanced from it (q_values None):
+        a caller that never reads Q (greedy decoding, sampling, a search judged by something
+        else) then skips a third of the head work of every step."""
         key_mask = attention_mask.bool()
         positions = positions_from_mask(attention_mask)
         h, bcache = self.backbone(input_ids, key_mask, positions)
-        pl, pcache, q, qcache = self._heads(h, positions, key_mask, None)
+        pl, pcache, q, qcache = self._heads(h, positions, key_mask, None, values)
         return ColaState(
             key_mask=key_mask,
             next_pos=positions[:, -1] + 1,
@@ -147,7 +150,9 @@ class ColaModel(nn.Module):
         key_mask = torch.cat([state.key_mask, state.key_mask.new_ones(state.batch_size, 1)], dim=1)
         positions = state.next_pos[:, None]  # [B, 1]
         h, bcache = self.backbone(tokens[:, None], key_mask, positions, state.backbone_cache)
-        pl, pcache, q, qcache = self._heads(h, positions, key_mask, state)
+        pl, pcache, q, qcache = self._heads(
+            h, positions, key_mask, state, state.q_cache is not None
+        )
         return ColaState(
             key_mask=key_mask,
             next_pos=state.next_pos + 1,
@@ -171,7 +176,8 @@ class ColaModel(nn.Module):
     @torch.no_grad()
     def expand(self, input_ids: Tensor, attention_mask: Tensor, actions: Tensor) -> Tensor:
         """Prefill [B, T] prefixes once and return next-token logits [B, k, V] of actions [B, k]."""
-        return self.next_token_logits(self.start(input_ids, attention_mask), actions)
+        state = self.start(input_ids, attention_mask, values=False)
+        return self.next_token_logits(state, actions)
 
     @torch.no_grad()
     def score(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .blocks import StackCache, shared_padding
+from .errors import ColaError
 
 
 @dataclass
@@ -72,14 +73,14 @@ class ColaState:
         free cache slots after (a single state is returned as it is)."""
         if len(states) == 1:
             return states[0]
+        if len({s.q_cache is None for s in states}) > 1:  # Q-less states (start(values=False))
+            raise ColaError("cannot join states with and without the Q head's values")
         S = max(s.key_mask.shape[1] for s in states)
         pads = [S - s.key_mask.shape[1] for s in states]
 
         def caches(name: str) -> StackCache | None:
             got = [getattr(s, name) for s in states]
-            if got[0] is None:
-                return None
-            return StackCache.cat(got, room)
+            return None if got[0] is None else StackCache.cat(got, room)
 
         return ColaState(
             key_mask=torch.cat(

@@ -101,6 +101,15 @@ def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None) -> None:
     searcher.value_fn = reward_value_fn(rm, searcher.backend.decode)
 
 
+def _value_opts(backend: str, model, spec: SearchSpec) -> dict:
+    """The torch backend runs a CoLA model's Q head only for a search that reads it: one judged
+    by Q, or MCTS-Q (its macro-steps test Q's TD error whatever the judge)."""
+    if backend != "torch" or model.kind != "cola":
+        return {}
+    plain = spec.algorithm in ("greedy", "sample")
+    return {"values": not plain and (spec.scorer == "q" or spec.algorithm == "mcts-q")}
+
+
 def load_searcher(
     model_name: str,
     spec: SearchSpec,
@@ -129,7 +138,7 @@ def load_searcher(
     template = model.generation_defaults.get("prompt_template", "{question}")
     searcher = Searcher(
         model=model,
-        backend=make_backend(backend, model),
+        backend=make_backend(backend, model, **_value_opts(backend, model, spec)),
         value_backend=value_backend,
         template=template,
         context=model.backbone.hf_config.max_position_embeddings,

@@ -7,6 +7,7 @@ prefilled. Every model call is batched over all prefixes of the request.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 
@@ -24,7 +25,10 @@ class TorchBackend:
         cache_rows: int = 4096,
         cache_bytes: int = 3 << 30,
         max_extend: int = 32,
+        values: bool = True,
     ) -> None:
+        """``values=False``: a CoLA model's states leave its Q head out (``prior`` returns no
+        Q), for searches judged by something else; each step then skips the Q stack."""
         self.model = model
         self.level = "latent" if model.kind == "cola" else "token"
         self.n_actions = model.n_actions if self.level == "latent" else model.backbone.vocab_size
@@ -44,6 +48,9 @@ class TorchBackend:
         from cola_models.state import ColaState
 
         self._state_cls = ColaState if self.level == "latent" else LMState
+        self._start = (
+            functools.partial(model.start, values=values) if self.level == "latent" else model.start
+        )
 
     # ------------------------------------------------------------------ states
     def _remember(self, key: tuple[int, ...], state) -> None:
@@ -105,7 +112,7 @@ class TorchBackend:
         # every row would pay attention and activations up to the longest.
         for group in length_groups([len(k) for k in fill_keys]):
             ids, mask = left_pad([list(fill_keys[i]) for i in group], 0, self.model.device)
-            filled = self._timed(self.model.start, ids, mask)
+            filled = self._timed(self._start, ids, mask)
             self.usage.prefill_tokens += int(mask.sum())
             for row, i in enumerate(group):
                 rows[fill_keys[i]] = filled.select([row])

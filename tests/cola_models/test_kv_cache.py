@@ -1,6 +1,7 @@
 """The in-place KV cache: appends write one slot, branching never lets one state see another's
 tokens, and cached decoding equals recomputing from scratch."""
 
+import pytest
 import torch
 
 from cola_models.blocks import StackCache
@@ -142,3 +143,39 @@ def test_batched_generation_of_very_different_lengths_equals_each_prompt_alone()
         assert len({len(t) for t in batch.token_ids}) >= 3  # rows left at different steps
         for p, got in zip(prompts, batch.token_ids):
             assert cm.generate(model, [p], cfg).token_ids[0] == got
+
+
+def test_states_without_values_skip_only_the_q_head(tiny_cola, gen):
+    from cola_models.errors import ColaError
+    from cola_models.state import ColaState
+
+    assert tiny_cola.q is not None
+    ids, mask = left_pad([[1, 40, 41, 42], [1, 50]], 0)
+    with_q, without = tiny_cola.start(ids, mask), tiny_cola.start(ids, mask, values=False)
+    for _ in range(5):  # a state without Q stays without it, and acts exactly the same
+        tok = torch.randint(3, 259, (2,), generator=gen)
+        with_q, without = tiny_cola.advance(with_q, tok), tiny_cola.advance(without, tok)
+        assert torch.equal(with_q.policy_logits, without.policy_logits)
+        assert torch.equal(with_q.h, without.h)
+        assert with_q.q_values is not None
+        assert without.q_values is None and without.q_cache is None
+    with pytest.raises(ColaError, match="Q head"):
+        ColaState.cat([with_q, without])
+
+
+def test_a_generation_prefills_without_q_and_writes_the_same_tokens(tiny_cola, monkeypatch):
+    from cola_models.generation import GenerationConfig, generate
+
+    cfg = GenerationConfig(max_new_tokens=12, action="greedy")
+    got = generate(tiny_cola, [[1, 40, 41], [1, 50]], cfg)
+    calls = []
+    start = type(tiny_cola).start
+
+    def spy(self, ids, mask, *, values=True):
+        calls.append(values)
+        return start(self, ids, mask, values=True)  # the old way: Q computed all along
+
+    monkeypatch.setattr(type(tiny_cola), "start", spy)
+    want = generate(tiny_cola, [[1, 40, 41], [1, 50]], cfg)
+    assert calls and not any(calls)  # a generation asks for no values
+    assert got.token_ids == want.token_ids and got.action_ids == want.action_ids

@@ -137,3 +137,24 @@ def test_a_prompt_longer_than_the_context_is_recorded_not_fatal(tmp_path):
     assert all(
         "error" not in r and r["tokens"] > 0 for r in _lines(tmp_path / "b" / "results.jsonl")
     )
+
+
+@pytest.mark.parametrize(
+    "algorithm, scorer, wants_q",
+    [
+        ("greedy", "q", False),
+        ("beam", "equations", False),
+        ("best-of-n", "vote", False),
+        ("beam", "q", True),
+        ("mcts-q", "equations", True),  # its macro-steps read Q whatever the judge
+    ],
+)
+def test_the_torch_backend_runs_the_q_head_only_for_searches_that_read_it(
+    algorithm, scorer, wants_q
+):
+    from eval.searcher import load_searcher
+    from latent_search.search import SearchSpec
+
+    s = load_searcher("tiny-arith", SearchSpec(algorithm=algorithm, scorer=scorer))
+    prior = s.backend.prior([[1, 40, 41]])
+    assert (prior.q is not None) == wants_q
