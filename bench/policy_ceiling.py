@@ -83,7 +83,7 @@ def from_search(model_name: str, model, n: int, seed: int, out: Path) -> list:
     right; OUT/search.jsonl holds every solution (a rerun continues it)."""
     from cola_models.tokenizer import encode
     from eval.answers import extract_answer
-    from eval.runner import EvalConfig, _searcher
+    from eval.searcher import load_searcher
     from eval.tasks import get_task
     from latent_search.search import SearchSpec, run_search
 
@@ -100,7 +100,7 @@ def from_search(model_name: str, model, n: int, seed: int, out: Path) -> list:
         max_new_tokens=128,
         budget=944,
     )
-    searcher = _searcher(EvalConfig(model=model_name, search=spec))
+    searcher = load_searcher(model_name, spec)  # the model's own prompt format
     todo = [p for p in problems if p.id not in done]
     for i in range(0, len(todo), 32):
         batch = todo[i : i + 32]
@@ -115,7 +115,7 @@ def from_search(model_name: str, model, n: int, seed: int, out: Path) -> list:
         with path.open("a") as f:  # appended batch by batch: a killed run loses one batch
             f.write("".join(json.dumps(r) + "\n" for r in rows))
         done.update({r["id"]: r for r in rows})
-        print(f"searched {len(done)} / {n}", flush=True)
+        print(f"searched {sum(p.id in done for p in problems)} / {n}", flush=True)
     eos, items = model.tokenizer.eos_token_id, []
     for r in (done[p.id] for p in problems):
         if r["correct"] > 0.5:
