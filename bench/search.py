@@ -1,12 +1,15 @@
 """Search benchmarks on the bundled model.
 
   overhead  share of MCTS-Q wall time spent outside model calls, over N problems
-  batching  problems/s of lockstep-batched MCTS-Q over N problems vs the same algorithm run one
-            problem at a time with one model call per node (the reference's way), same answers?
-  occupancy what bounds that ratio: rollout rows served per decode step of the lockstep run;
+  batching  problems/s of batched MCTS-Q over N problems vs the same algorithm run one problem
+            at a time with one model call per node (the reference's way), same answers? Two
+            batched runs: "batched", problems running free (latent_search.schedule: a problem
+            whose round needed no rollout goes on at once), and "rounds_in_step", every problem
+            waiting for all at each round's end (how a checkpointing caller runs it).
+  occupancy what bounds that ratio: rollout rows served per decode step of the batched run;
             the longest problem's chain of rollout steps (its rounds run one after another: a
             selection needs the last backup), which no scheduler can shorten; and the speed-up
-            if every problem ran on its own clock (continuous batching) at the lockstep run's
+            if every problem ran on its own clock (continuous batching) at the batched run's
             seconds per decode step, with the time outside rollouts unchanged: an upper bound.
 
 Run:  python bench/search.py --problems 32 --rounds 16 [--json out.json]
@@ -52,17 +55,17 @@ def main() -> None:
     prompts = cm.tokenizer_encode(model.tokenizer, [format_prompt(p.question) for p in problems])
     cfg = MCTSQConfig(rounds=args.rounds, rollout_tokens=160, max_depth=160)
 
-    be = TorchBackend(model)
-    calls: list[tuple[int, int, float]] = []  # (row-steps, decode steps, seconds) per call
-    chains = [0] * len(prompts)  # per problem: decode steps its own rollouts ran, call by call
-    t = time.perf_counter()
-    with _logged_rollouts(calls, chains):
-        batched = mcts_q(be, prompts, cfg, q_value_scorer(be))
-    wall = time.perf_counter() - t
-    row_steps, steps, rollout_s = (sum(c[k] for c in calls) for k in range(3))
-    step_s = rollout_s / max(1, steps)
-    best_wall = max(chains) * step_s + wall - rollout_s  # the longest chain, nothing waiting
-    overhead = 1 - be.usage.seconds / wall
+    runs = {}
+    # "batched": problems run free (latent_search.schedule); "rounds_in_step": every problem
+    # waits for all at each round's end (a checkpointing caller's way, and this engine's before).
+    for name, barrier in (("batched", None), ("rounds_in_step", lambda trees: None)):
+        be = TorchBackend(model)
+        calls: list[tuple[int, int, float]] = []  # (row-steps, decode steps, seconds) per call
+        chains = [0] * len(prompts)  # per problem: decode steps its own rollouts ran, call by call
+        t = time.perf_counter()
+        with _logged_rollouts(calls, chains):
+            results = mcts_q(be, prompts, cfg, q_value_scorer(be), on_round=barrier)
+        runs[name] = (results, time.perf_counter() - t, be, calls, chains)
 
     n = min(args.serial_problems, args.problems)
     serial_answers, serial_wall = [], 0.0
@@ -72,29 +75,41 @@ def main() -> None:
         (res,) = mcts_q(sbe, [p], cfg, q_value_scorer(sbe))
         serial_wall += time.perf_counter() - t
         serial_answers.append(res.tokens)
-    same = sum(a.tokens == b for a, b in zip(batched[:n], serial_answers))
+    serial_rate = n / serial_wall
     report = {
         "machine": machine(),
         "model": args.model,
         "problems": args.problems,
         "rounds": args.rounds,
-        "batched_seconds": wall,
-        "batched_problems_per_s": args.problems / wall,
-        "share_outside_model_calls": overhead,
         "serial_problems": n,
-        "serial_problems_per_s": n / serial_wall,
-        "speedup": (args.problems / wall) / (n / serial_wall),
-        "same_answers": f"{same}/{n}",
-        "tokens_per_problem": sum(r.tokens_used for r in batched) / len(batched),
-        "rollout_calls": len(calls),
-        "rollout_seconds": rollout_s,
-        "rollout_row_steps": row_steps,
-        "rollout_decode_steps": steps,
-        "rows_per_decode_step": row_steps / max(1, steps),
-        "longest_rollout_chain": max(chains),
-        "rows_per_step_bound": row_steps / max(1, max(chains)),
-        "speedup_bound_continuous_batching": (args.problems / best_wall) / (n / serial_wall),
+        "serial_problems_per_s": serial_rate,
     }
+    for name, (results, wall, be, _, _) in runs.items():
+        same = sum(a.tokens == b for a, b in zip(results[:n], serial_answers))
+        report[name] = {
+            "seconds": wall,
+            "problems_per_s": args.problems / wall,
+            "speedup": args.problems / wall / serial_rate,
+            "share_outside_model_calls": 1 - be.usage.seconds / wall,
+            "same_answers": f"{same}/{n}",
+            "tokens_per_problem": sum(r.tokens_used for r in results) / len(results),
+        }
+    results, wall, be, calls, chains = runs["batched"]
+    row_steps, steps, rollout_s = (sum(c[k] for c in calls) for k in range(3))
+    step_s = rollout_s / max(1, steps)
+    best_wall = max(chains) * step_s + wall - rollout_s  # the longest chain, nothing waiting
+    report["batched"].update(
+        {
+            "rollout_calls": len(calls),
+            "rollout_seconds": rollout_s,
+            "rollout_row_steps": row_steps,
+            "rollout_decode_steps": steps,
+            "rows_per_decode_step": row_steps / max(1, steps),
+            "longest_rollout_chain": max(chains),
+            "rows_per_step_bound": row_steps / max(1, max(chains)),
+            "speedup_bound_continuous_batching": (args.problems / best_wall) / serial_rate,
+        }
+    )
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

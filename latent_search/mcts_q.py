@@ -5,7 +5,9 @@ V + c * p_bar * sqrt(N_parent) / (N + 1)), expands it to b children with the pol
 untried actions, stretches a child into a macro-step when the Q-model is confident (squared TD
 error below a threshold), rolls every new child out greedily, scores the rollout, and backs up
 q(a) = (R_child - R_node) + gamma * V_child as a visit-weighted mean. All model work of a round
-is one batched backend call per phase across problems: the reference runs one node per call.
+is batched across problems (latent_search.schedule): the reference runs one node per call.
+Each problem's search is a coroutine of model calls, so a problem whose round needed no rollout
+does not wait for the others' rollouts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .ledger import Choice, Ledger
+from .schedule import Ask, drive
 from .tree import ROOT, Tree
 from .types import Backend, Scorer, SearchResult
 
@@ -119,23 +122,23 @@ def final_choice(tree: Tree) -> tuple[int, list[int]]:
     return best_roll, tree.generated(best_roll) + (tree.rollout[best_roll] or [])
 
 
-def _rollout_and_score(ledger: Ledger, trees, items, cfg: MCTSQConfig, scorer: Scorer) -> None:
-    """Greedy rollouts of new nodes (trees[i], node n), then the scorer on each, in one batch."""
-    todo = [(i, n) for i, n in items if not trees[i].terminal[n]]
-    outs = ledger.rollout(
-        [i for i, _ in todo],
-        [trees[i].prefix(n) for i, n in todo],
-        cfg.rollout_tokens,
-        sample=False,
-    )
-    for (i, n), out in zip(todo, outs):
-        trees[i].rollout[n] = out
-    for i, n in items:
-        if trees[i].rollout[n] is None:
-            trees[i].rollout[n] = []
-    seqs = [trees[i].prefix(n) + trees[i].rollout[n] for i, n in items]
-    for (i, n), s in zip(items, ledger.score([i for i, _ in items], scorer, seqs)):
-        trees[i].reward[n] = float(s)
+def _rollout_and_score(tree: Tree, nodes: list[int], cfg: MCTSQConfig):
+    """Greedy rollouts of new nodes, then the scorer on each."""
+    if not nodes:
+        return
+    todo = [n for n in nodes if not tree.terminal[n]]
+    if todo:
+        outs = yield Ask(
+            "rollout", [tree.prefix(n) for n in todo], max_new_tokens=cfg.rollout_tokens
+        )
+        for n, out in zip(todo, outs):
+            tree.rollout[n] = out
+    for n in nodes:
+        if tree.rollout[n] is None:
+            tree.rollout[n] = []
+    scores = yield Ask("score", [tree.prefix(n) + tree.rollout[n] for n in nodes])
+    for n, s in zip(nodes, scores):
+        tree.reward[n] = float(s)
 
 
 def _untried(tree: Tree, node: int, order: list[int], m: int) -> list[int]:
@@ -144,62 +147,74 @@ def _untried(tree: Tree, node: int, order: list[int], m: int) -> list[int]:
     return [a for a in order if a not in tried][:m]
 
 
-def _expand(ledger: Ledger, trees, selected, cfg: MCTSQConfig) -> list[tuple[int, int]]:
-    """New children of each selected node: its next-best untried actions, all decoded from the
-    node's one state, a child per distinct token up to the node's width. Returns (tree, child)."""
-    owners = [i for i, _ in selected]
-    prefixes = [trees[i].prefix(n) for i, n in selected]
-    prior = ledger.prior(owners, prefixes)
-    probs = prior.logits.float().softmax(-1)  # [B, A]
-    order = prior.logits.float().argsort(-1, descending=True).tolist()  # [B, A]
-    cand = [_untried(trees[i], n, order[r], cfg.candidates) for r, (i, n) in enumerate(selected)]
-    width = max(len(c) for c in cand)
-    acts = torch.tensor([c + [c[-1]] * (width - len(c)) for c in cand])  # [B, m]
-    toks = ledger.expand(owners, prefixes, acts)  # [B, m]
+def _expand(tree: Tree, node: int, cfg: MCTSQConfig, eos: int | None):
+    """New children of the selected node: its next-best untried actions, all decoded from the
+    node's one state, a child per distinct token up to the node's width. Returns the children."""
+    prefix = tree.prefix(node)
+    prior = yield Ask("prior", [prefix])
+    probs = prior.logits[0].float().softmax(-1)  # [A]
+    order = prior.logits[0].float().argsort(descending=True).tolist()  # [A]
+    cand = _untried(tree, node, order, cfg.candidates)
+    toks = yield Ask("expand", [prefix], actions=torch.tensor([cand]))  # [1, m]
+    have = {tuple(tree.tokens[c]): c for c in _distinct_children(tree, node)}
     new = []
-    for row, (i, n) in enumerate(selected):
-        tree = trees[i]
-        have = {tuple(tree.tokens[c]): c for c in _distinct_children(tree, n)}
-        for j, a in enumerate(cand[row]):
-            t = int(toks[row, j])
-            if (t,) in have:  # same token as a sibling: record the action as tried
-                tree.children[n][a] = have[(t,)]
-                continue
-            if len(have) >= _width(cfg, n):
-                break
-            q = None if prior.q is None else float(prior.q[row, a])
-            eos = t == ledger.backend.eos_id
-            have[(t,)] = tree.add_child(n, a, [t], prior=float(probs[row, a]), q=q, terminal=eos)
-            new.append((i, have[(t,)]))
+    for j, a in enumerate(cand):
+        t = int(toks[0, j])
+        if (t,) in have:  # same token as a sibling: record the action as tried
+            tree.children[node][a] = have[(t,)]
+            continue
+        if len(have) >= _width(cfg, node):
+            break
+        q = None if prior.q is None else float(prior.q[0, a])
+        have[(t,)] = tree.add_child(node, a, [t], prior=float(probs[a]), q=q, terminal=t == eos)
+        new.append(have[(t,)])
     return new
 
 
-def _macro_steps(ledger: Ledger, trees, new, cfg: MCTSQConfig) -> None:
+def _macro_steps(tree: Tree, new: list[int], cfg: MCTSQConfig, eos: int | None):
     """Stretch each new child whose Q is confident (squared TD error below the threshold) by
     up to ``macro_tokens`` greedy tokens."""
-    live = [(i, c) for i, c in new if not trees[i].terminal[c] and trees[i].q[c] is not None]
+    live = [c for c in new if not tree.terminal[c] and tree.q[c] is not None]
     if not live or cfg.macro_tokens <= 0:
         return
-    child_prior = ledger.prior([i for i, _ in live], [trees[i].prefix(c) for i, c in live])
+    child_prior = yield Ask("prior", [tree.prefix(c) for c in live])
     confident = [
-        (i, c)
-        for k, (i, c) in enumerate(live)
-        if (trees[i].q[c] - cfg.gamma * float(child_prior.q[k].max())) ** 2 < cfg.td_threshold
-        and trees[i].depth[c] < cfg.max_depth
+        c
+        for k, c in enumerate(live)
+        if (tree.q[c] - cfg.gamma * float(child_prior.q[k].max())) ** 2 < cfg.td_threshold
+        and tree.depth[c] < cfg.max_depth
     ]
-    outs = ledger.rollout(
-        [i for i, _ in confident],
-        [trees[i].prefix(c) for i, c in confident],
-        cfg.macro_tokens,
-        sample=False,
+    if not confident:
+        return
+    outs = yield Ask(
+        "rollout", [tree.prefix(c) for c in confident], max_new_tokens=cfg.macro_tokens
     )
-    eos = ledger.backend.eos_id
-    for (i, c), ext in zip(confident, outs):
+    for c, ext in zip(confident, outs):
         # Deviation: the chunk's prior stays the first action's probability
         # (the reference averages the policy probability over the chunk).
-        trees[i].tokens[c] += ext
-        trees[i].depth[c] += len(ext)
-        trees[i].terminal[c] = bool(ext) and ext[-1] == eos
+        tree.tokens[c] += ext
+        tree.depth[c] += len(ext)
+        tree.terminal[c] = bool(ext) and ext[-1] == eos
+
+
+def _search(i: int, tree: Tree, cfg: MCTSQConfig, ledger: Ledger, n_actions: int):
+    """MCTS-Q on problem i, as a coroutine of model calls (see latent_search.schedule)."""
+    eos = ledger.backend.eos_id
+    if tree.reward[ROOT] is None:
+        yield from _rollout_and_score(tree, [ROOT], cfg)
+        backup(tree, ROOT, cfg.gamma)
+    for rnd in range(int(tree.meta.get("rounds", 0)), cfg.rounds):
+        node = select(tree, cfg, n_actions) if ledger.open(i) else None
+        if node is None:
+            return
+        new = yield from _expand(tree, node, cfg, eos)
+        yield from _macro_steps(tree, new, cfg, eos)
+        yield from _rollout_and_score(tree, new, cfg)
+        for c in new:
+            backup(tree, c, cfg.gamma)
+        tree.meta["rounds"] = rnd + 1
+        tree.meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
+        yield Ask("round")
 
 
 def mcts_q(
@@ -211,8 +226,9 @@ def mcts_q(
     trees: list[Tree] | None = None,
     on_round: Callable[[list[Tree]], None] | None = None,
 ) -> list[SearchResult]:
-    """Run MCTS-Q on every prompt in lockstep. ``trees`` resumes saved searches;
-    ``on_round(trees)`` runs after every round (to checkpoint them)."""
+    """Run MCTS-Q on every prompt, model calls batched across problems (see
+    latent_search.schedule). ``trees`` resumes saved searches; ``on_round(trees)`` runs whenever
+    every problem has finished a round (to checkpoint them: the problems then keep in step)."""
     trees = trees or [Tree(prompt_tokens=list(p)) for p in prompts]
     ledger = Ledger(
         backend,
@@ -221,27 +237,14 @@ def mcts_q(
         spent=[int(t.meta.get("tokens", 0)) for t in trees],
         prompt_lens=[len(t.prompt_tokens) for t in trees],
     )
-    fresh = [(i, ROOT) for i, t in enumerate(trees) if t.reward[ROOT] is None]
-    if fresh:
-        _rollout_and_score(ledger, trees, fresh, cfg, scorer)
-        for i, _ in fresh:
-            backup(trees[i], ROOT, cfg.gamma)
-    start_round = min(int(t.meta.get("rounds", 0)) for t in trees)
-    for rnd in range(start_round, cfg.rounds):
-        selected = [(i, select(trees[i], cfg, backend.n_actions)) for i in ledger.open_problems()]
-        selected = [(i, n) for i, n in selected if n is not None]
-        if not selected:
-            break
-        new = _expand(ledger, trees, selected, cfg)
-        _macro_steps(ledger, trees, new, cfg)
-        _rollout_and_score(ledger, trees, new, cfg, scorer)
-        for i, c in new:
-            backup(trees[i], c, cfg.gamma)
-        for i, t in enumerate(trees):
-            t.meta["rounds"] = rnd + 1
-            t.meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
-        if on_round is not None:
-            on_round(trees)
+    n_actions = backend.n_actions
+    searches = {i: _search(i, t, cfg, ledger, n_actions) for i, t in enumerate(trees)}
+    drive(
+        ledger,
+        searches,
+        scorer=scorer,
+        on_round=None if on_round is None else lambda: on_round(trees),
+    )
     choices = []
     for tree in trees:
         node, tokens = final_choice(tree)
