@@ -74,6 +74,15 @@ class TorchBackend:
     def states(self, prefixes: list[list[int]], room: int = 0):
         """A batched state for ``prefixes`` (row i <-> prefixes[i]), with ``room`` free cache
         slots after the longest (for a generation about to start from it)."""
+        rows, whole = self._rows(prefixes, room)
+        if whole is not None:  # a search's new nodes, each a step from its parent: no re-gather
+            return whole
+        return self._state_cls.cat(rows, room)
+
+    def _rows(self, prefixes: list[list[int]], room: int = 0):
+        """The one-row state of every prefix (cached, extended or prefilled) and, when the call
+        extended exactly ``prefixes`` together, that batch with ``room`` free slots (else None).
+        Sets ``last_costs``."""
         from cola_models.generation import length_groups
         from cola_models.tokenizer import left_pad
 
@@ -130,9 +139,7 @@ class TorchBackend:
                 self._states.move_to_end(k)
         for k, st in rows.items():
             self._remember(k, st)
-        if whole is not None:  # a search's new nodes, each a step from its parent: no re-gather
-            return whole
-        return self._state_cls.cat(needed, room)
+        return needed, whole
 
     def _extend(self, todo: list[tuple[tuple[int, ...], int]], room: int = 0):
         """States of keys k from their cached ancestors k[:-j]: j batched incremental steps,
@@ -166,18 +173,22 @@ class TorchBackend:
         return out, (state if whole else None)
 
     # ------------------------------------------------------------------ protocol
+    # A prior and an expansion read only each state's last outputs (logits, features): they are
+    # stacked from the one-row states, never joined into a batch with its KV caches.
     def prior(self, prefixes: list[list[int]]) -> Prior:
-        st = self.states(prefixes)
+        rows, _ = self._rows(prefixes)
         if self.level == "latent":
-            return Prior(st.policy_logits, st.q_values)
-        return Prior(st.logits, None)
+            q = None if rows[0].q_values is None else torch.cat([r.q_values for r in rows])
+            return Prior(torch.cat([r.policy_logits for r in rows]), q)
+        return Prior(torch.cat([r.logits for r in rows]), None)
 
     def expand(self, prefixes: list[list[int]], actions: Tensor) -> Tensor:
         if self.level == "token":
             self.last_costs = [0] * len(prefixes)
             return actions.clone()  # the action is the token
-        st = self.states(prefixes)
-        return self._timed(self.model.next_token_logits, st, actions).argmax(-1)  # [B, k]
+        rows, _ = self._rows(prefixes)
+        h = torch.cat([r.h for r in rows])[:, None].expand(-1, actions.shape[1], -1)  # [B, k, D]
+        return self._timed(self.model.world_logits, h, actions).argmax(-1)  # [B, k]
 
     def rollout(
         self,
