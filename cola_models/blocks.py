@@ -51,13 +51,21 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def rope(x: Tensor, positions: Tensor, theta: float) -> Tensor:
-    """Rotary embedding (HF Llama convention, unscaled). x: [B, H, T, hd], positions: [B, T]."""
-    hd = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
+def rope_tables(positions: Tensor, head_dim: int, theta: float, dtype) -> tuple[Tensor, Tensor]:
+    """cos, sin [B, 1, T, hd] of the rotary embedding (HF Llama convention, unscaled) at
+    positions [B, T]: computed once per stack and step, shared by its layers."""
+    hd = head_dim
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, hd, 2, device=positions.device, dtype=torch.float32) / hd)
+    )
     angles = positions.float()[..., None] * inv_freq  # [B, T, hd/2]
     emb = torch.cat((angles, angles), dim=-1)[:, None]  # [B, 1, T, hd]
-    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rope(x: Tensor, rot: tuple[Tensor, Tensor]) -> Tensor:
+    """Rotate x [B, H, T, hd] by ``rope_tables``' (cos, sin)."""
+    cos, sin = rot
     return x * cos + _rotate_half(x) * sin
 
 
@@ -247,14 +255,14 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(s.n_heads * s.head_dim, s.dim, bias=False)
 
     def forward(
-        self, x: Tensor, positions: Tensor, mask: Tensor, cache: StackCache, layer: int
+        self, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor, cache: StackCache, layer: int
     ) -> Tensor:
         s = self.s
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, s.n_heads, s.head_dim).transpose(1, 2)  # [B, H, T, hd]
         k = self.k_proj(x).view(B, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
-        q, k = rope(q, positions, s.rope_theta), rope(k, positions, s.rope_theta)
+        q, k = rope(q, rot), rope(k, rot)
         k, v = cache.write(layer, k, v)  # past + new, in place: [B, H_kv, S, hd]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, enable_gqa=s.n_heads != s.n_kv_heads
@@ -272,8 +280,8 @@ class Block(nn.Module):
         self.up_proj = nn.Linear(s.dim, s.ffn, bias=False)
         self.down_proj = nn.Linear(s.ffn, s.dim, bias=False)
 
-    def forward(self, x, positions, mask, cache: StackCache, layer: int):
-        x = x + self.attn(self.input_norm(x), positions, mask, cache, layer)
+    def forward(self, x, rot, mask, cache: StackCache, layer: int):
+        x = x + self.attn(self.input_norm(x), rot, mask, cache, layer)
         h = self.post_norm(x)
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
 
@@ -307,6 +315,8 @@ class BlockStack(nn.Module):
         """x: [B, T, D]; positions: [B, T]; key_mask: [B, S] with S = past + T. Returns y, cache."""
         mask = attention_mask(key_mask, x.shape[1])
         cache = (cache or StackCache()).extended(x.shape[1])
+        shape = self.layers[0].attn.s
+        rot = rope_tables(positions, shape.head_dim, shape.rope_theta, x.dtype)
         for i, layer in enumerate(self.layers):
-            x = layer(x, positions, mask, cache, i)
+            x = layer(x, rot, mask, cache, i)
         return self.norm(x), cache
