@@ -25,6 +25,14 @@ def tiny_cola():
     return cola_models.build_model("tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_arith():
+    """The bundled model (loaded once per session: loading is most of a test's time)."""
+    import cola_models
+
+    return cola_models.load_model("tiny-arith")
+
+
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)

@@ -78,3 +78,32 @@ def test_the_shortest_rollouts_go_first_so_longer_ones_can_gather():
     plans = [[_rollout(4), _rollout(8)], [_rollout(8)]]
     calls, _, _ = _run(plans)
     assert calls == [("rollout4", 1), ("rollout8", 2)]
+
+
+def test_mcts_q_trees_do_not_depend_on_the_batch_or_the_schedule(tiny_arith):
+    """The bundled model: free-running, rounds in step and one problem at a time build the same
+    trees (a problem's calls run in the same order; only its batch neighbours differ)."""
+    import cola_models as cm
+    from eval.prompts import format_prompt
+    from eval.tasks import get_task
+    from latent_search.backends.torch_backend import TorchBackend
+    from latent_search.mcts_q import MCTSQConfig, mcts_q
+    from latent_search.scorers import q_value_scorer
+
+    model = tiny_arith
+    problems = get_task("arith").generate(3, seed=5, split="test")
+    prompts = cm.tokenizer_encode(model.tokenizer, [format_prompt(p.question) for p in problems])
+    cfg = MCTSQConfig(rounds=4, rollout_tokens=64, max_depth=64)
+
+    def run(ps, **kw):
+        be = TorchBackend(model)
+        return mcts_q(be, ps, cfg, q_value_scorer(be), **kw)
+
+    free = run(prompts)
+    in_step = run(prompts, on_round=lambda trees: None)
+    alone = [run([p])[0] for p in prompts]
+    for a, b, c in zip(free, in_step, alone):
+        assert a.tokens == b.tokens == c.tokens
+        assert a.tree.tokens == b.tree.tokens == c.tree.tokens
+        assert a.tree.visits == b.tree.visits == c.tree.visits
+        assert a.tokens_used == b.tokens_used == c.tokens_used

@@ -109,10 +109,10 @@ def test_eviction_inside_one_call_never_drops_a_state_the_call_needs(tiny_cola):
     assert len(be._states) <= 4
 
 
-def test_a_batched_rollout_of_mixed_lengths_equals_each_prefix_alone():
+def test_a_batched_rollout_of_mixed_lengths_equals_each_prefix_alone(tiny_arith):
     """Rows are decoded in ascending prefix length and prefilled by length group: the results
     and their costs must still come back in the caller's order, each equal to its row alone."""
-    model = cm.load_model("tiny-arith")
+    model = tiny_arith
     questions = [
         "Ann has 12 apples and buys 30 more boxes of 4. How many?",
         "What is 7 + 5?",
