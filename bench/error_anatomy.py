@@ -60,7 +60,7 @@ def reach(model, prompt: list[int], ids: list[int], text: str, m, right: Fractio
     with torch.no_grad():
         state = model.start(x, mask)
         acts = torch.arange(model.n_actions, device=model.device)[None]  # [1, K]
-        toks = model.next_token_logits(state, acts)[0].argmax(-1)  # [K]
+        toks = model.next_token_logits(state.h, acts)[0].argmax(-1)  # [K]
         probs = state.policy_logits[0].float().softmax(-1)  # [K]
         lm_top = int(model.backbone.token_logits(state.h)[0].argmax())
     good = [a for a in range(model.n_actions) if _writes(tok.decode([int(toks[a])]), rest)]

@@ -36,18 +36,18 @@ def expansion(model, k: int, prefix_len: int) -> dict:
 
     def shared():
         s = model.advance(parent, token)
-        return model.next_token_logits(s, actions).argmax(-1)
+        return model.next_token_logits(s.h, actions).argmax(-1)
 
     def separate():
         out = []
         for j in range(k):
             s = model.advance(parent, token)
-            out.append(model.next_token_logits(s, actions[:, j : j + 1]).argmax(-1))
+            out.append(model.next_token_logits(s.h, actions[:, j : j + 1]).argmax(-1))
         return out
 
     stepped = model.advance(parent, token)
     t_step = timeit(lambda: model.advance(parent, token))
-    t_heads = timeit(lambda: model.next_token_logits(stepped, actions).argmax(-1))
+    t_heads = timeit(lambda: model.next_token_logits(stepped.h, actions).argmax(-1))
     t_shared, t_separate = timeit(shared), timeit(separate)
     floor = t_step + t_heads
     return {

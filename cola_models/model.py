@@ -165,19 +165,20 @@ class ColaModel(nn.Module):
         )
 
     @torch.no_grad()
-    def next_token_logits(self, state: ColaState, actions: Tensor) -> Tensor:
-        """Logits of x_{t+1} for k actions per row, from the state's one backbone step.
+    def next_token_logits(self, h: Tensor, actions: Tensor) -> Tensor:
+        """Logits of x_{t+1} for k actions per row, from features h [B, D] of the rows' one
+        backbone step (a state's ``h``).
 
         actions: [B, k] -> [B, k, V]. No backbone work happens here: that is CoLA's point.
         """
-        h = state.h[:, None, :].expand(-1, actions.shape[1], -1)  # [B, k, D]
+        h = h[:, None, :].expand(-1, actions.shape[1], -1)  # [B, k, D]
         return self.world_logits(h, actions)
 
     @torch.no_grad()
     def expand(self, input_ids: Tensor, attention_mask: Tensor, actions: Tensor) -> Tensor:
         """Prefill [B, T] prefixes once and return next-token logits [B, k, V] of actions [B, k]."""
         state = self.start(input_ids, attention_mask, values=False)
-        return self.next_token_logits(state, actions)
+        return self.next_token_logits(state.h, actions)
 
     @torch.no_grad()
     def score(

@@ -187,8 +187,8 @@ class TorchBackend:
             self.last_costs = [0] * len(prefixes)
             return actions.clone()  # the action is the token
         rows, _ = self._rows(prefixes)
-        h = torch.cat([r.h for r in rows])[:, None].expand(-1, actions.shape[1], -1)  # [B, k, D]
-        return self._timed(self.model.world_logits, h, actions).argmax(-1)  # [B, k]
+        h = torch.cat([r.h for r in rows])  # [B, D]
+        return self._timed(self.model.next_token_logits, h, actions).argmax(-1)  # [B, k]
 
     def rollout(
         self,
