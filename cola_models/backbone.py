@@ -318,30 +318,3 @@ def smollm2_gguf_spec() -> BackboneSpec:
     if not files:
         raise ColaError(f"no .gguf file in {pkg_dir}")
     return BackboneSpec(source="gguf", path=pkg_dir, gguf_file=files[0])
-
-
-def torch_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    table = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "half": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-    }
-    if name not in table:
-        raise ColaError(f"unknown dtype {name!r}; use float32, float16 or bfloat16")
-    return table[name]
-
-
-def torch_device(name: str | torch.device) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as err:
-        raise ColaError(f"unknown device {name!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ColaError(f"device {name!r} requested but CUDA is not available")
-    return device

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .backbone import Backbone, build_backbone_from_config, load_backbone, torch_device, torch_dtype
+from .backbone import Backbone, build_backbone_from_config, load_backbone
+from .devices import torch_device, torch_dtype
 from .config import ColaConfig
 from .errors import ColaError
 from .model import ColaModel
@@ -57,7 +58,8 @@ def model_from_config(
 ) -> ColaModel:
     """Build a ColaModel: backbone per ``config.backbone`` (weights loaded when ``load_weights``),
     new heads initialised from ``seed`` without touching the caller's global RNG."""
-    dev, dt = torch_device(device), torch_dtype(dtype)
+    dev = torch_device(device)
+    dt = torch_dtype(dtype, dev)
     if dev.type == "cpu":
         check_fits_in_memory(config, dt)
     if dev.type == "meta":

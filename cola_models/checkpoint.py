@@ -68,15 +68,20 @@ def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def shard_like(full: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``full`` laid out as ``target``: this rank's shard of it when ``target`` is a DTensor."""
+    """``full`` laid out as ``target``: its dtype and device (a checkpoint written on one device
+    loads on another), and this rank's shard of it when ``target`` is a DTensor."""
     if not hasattr(target, "device_mesh"):
-        return full.to(target.dtype)
+        return full.to(device=target.device, dtype=target.dtype)
     from torch.distributed.tensor import distribute_tensor
 
     # src_data_rank=None: every rank holds the full tensor (read from the same file), so each
     # cuts its own shard without communication.
+    local = target.to_local().device
     return distribute_tensor(
-        full.to(target.dtype), target.device_mesh, target.placements, src_data_rank=None
+        full.to(device=local, dtype=target.dtype),
+        target.device_mesh,
+        target.placements,
+        src_data_rank=None,
     )
 
 
@@ -162,7 +167,7 @@ def save_model(model: nn.Module, directory: str | Path, *, dtype: str | None = N
 
     ``model`` is any module carrying ``config`` (with ``to_dict``), ``generation_defaults``,
     ``tokenizer`` and ``dtype``, as a ColaModel does."""
-    from .backbone import torch_dtype
+    from .devices import torch_dtype
 
     dt = torch_dtype(dtype) if dtype else None
     state = full_state(model)  # every rank, when sharded

@@ -205,6 +205,11 @@ def generate(
     seqs = encode(tok, prompts) if isinstance(prompts[0], str) else [list(p) for p in prompts]
     if any(len(s) == 0 for s in seqs):
         raise ColaError("empty prompt")
+    if generator is not None and generator.device.type != model.device.type:
+        raise ColaError(
+            f"the generator is on {generator.device.type}, the model on {model.device.type}: "
+            "make it with cola_models.devices.make_generator(seed, model.device)"
+        )
     decoder = (_TokenDecoder if getattr(model, "kind", "cola") == "lm" else _ColaDecoder)(
         model, cfg, generator
     )

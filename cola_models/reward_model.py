@@ -91,9 +91,14 @@ def is_reward_model_dir(directory: Path) -> bool:
     )
 
 
-def load_reward_model(path: str | Path, *, device: str = "cpu") -> RewardModel:
+def load_reward_model(
+    path: str | Path, *, device: str = "auto", dtype: str = "auto"
+) -> RewardModel:
     """A local reward-model directory (safetensors only, no remote code); one-line ColaError for
-    anything else (a missing directory, a causal LM, pickled weights)."""
+    anything else (a missing directory, a causal LM, pickled weights). ``device`` / ``dtype``
+    as for ``load_model`` (:mod:`cola_models.devices`)."""
+    from .devices import torch_device, torch_dtype
+
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .backbone import quiet_hf
@@ -123,7 +128,8 @@ def load_reward_model(path: str | Path, *, device: str = "cpu") -> RewardModel:
     meta = {}
     if (directory / MARKER).is_file():
         meta = json.loads((directory / MARKER).read_text())
-    return RewardModel(model.to(device).eval(), tokenizer, meta)
+    dev = torch_device(device)
+    return RewardModel(model.to(device=dev, dtype=torch_dtype(dtype, dev)).eval(), tokenizer, meta)
 
 
 def reward_model_from_lm(lm_dir: str | Path, *, seed: int = 0) -> RewardModel:

@@ -111,6 +111,8 @@ def run_compare(
     data: str | None = None,
     batch_size: int = 32,
     backend: str = "torch",
+    device: str = "auto",
+    dtype: str = "auto",
     progress=None,
 ) -> list[dict]:
     """One eval run per method in OUT/<method>. ``progress(method name)`` may return an eval
@@ -129,6 +131,8 @@ def run_compare(
             batch_size=batch_size,
             value_model=m.value_model,
             backend=backend,
+            device=device,
+            dtype=dtype,
         )
         summary = run_eval(
             cfg, out / _slug(m.name), progress=progress(m.name) if progress else None

@@ -241,7 +241,7 @@ def sample_continuations(
     from cola_models.generation import generate
 
     runner, cfg = _generation(model, mode, max_new_tokens)
-    g = generator or torch.Generator().manual_seed(seed)
+    g = generator or torch.Generator(device=model.device).manual_seed(seed)
     flat = [p for p in prefixes for _ in range(n)]  # prefix-major: group i is flat[i*n:(i+1)*n]
     texts: list[str] = []
     for i in range(0, len(flat), batch_size):

@@ -20,6 +20,8 @@ def run_diversity(
     embedder: str = "minilm",
     modes: tuple[str, ...] = ("latent", "token", "random"),
     data: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> dict:
     """Prefixes are held-out problems cut mid-solution (benchmarks without worked solutions: the
     bare prompt); ``n`` continuations of each per mode. Writes OUT/diversity.json atomically."""
@@ -40,7 +42,7 @@ def run_diversity(
     if n < 2:
         raise ValueError(f"diversity needs at least 2 continuations per prefix (got --n {n})")
     problems = list(get_benchmark(task, data, limit=limit or 64))
-    model = cm.load_model(model_name)
+    model = cm.load_model(model_name, device=device, dtype=dtype)
     if model.kind != "cola" and any(m.startswith("latent") for m in modes):
         raise ValueError(f"{model_name} is a plain LM: it has no latent actions to sample")
     embed = MiniLMEmbedder() if embedder == "minilm" else NgramEmbedder()

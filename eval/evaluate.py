@@ -35,7 +35,7 @@ def evaluate_problems(
 
     max_new = max_new_tokens or model.generation_defaults.get("max_new_tokens", 160)
     cfg = GenerationConfig(max_new_tokens=max_new, action=action)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=model.device).manual_seed(seed)
     rewards, tokens, t0 = [], 0, time.perf_counter()
     for i in range(0, len(problems), batch_size):
         chunk = problems[i : i + batch_size]

@@ -45,6 +45,10 @@ class EvalConfig:
     """A malformed data line is fatal (else skipped with a warning naming file:line)."""
     allow_download: bool = False
     """--data may name a hub dataset (downloaded); off by default: no network at run time."""
+    device: str = "auto"
+    """auto (CUDA when present) | cpu | cuda | cuda:N (``cola_models.devices``)."""
+    dtype: str = "auto"
+    """auto (bfloat16 on CUDA, float32 on the CPU) | float32 | bfloat16 | float16."""
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -111,14 +115,30 @@ _NOT_IDENTITY = ("batch_size", "limit")
 
 
 def _config_dict(cfg: EvalConfig) -> dict:
+    """The run's identity. Device and dtype are recorded as resolved (a kind of device, not
+    its index: torchrun's ranks each hold a GPU of their own), since "auto" means another
+    precision on another machine and a run must not mix records of both."""
     d = asdict(cfg)
     for k in _NOT_IDENTITY:
         d.pop(k)
+    d["device"], d["dtype"] = placement_identity(cfg.device, cfg.dtype)
     return d
 
 
+def placement_identity(device: str, dtype: str) -> tuple[str, str]:
+    from cola_models.devices import Placement
+
+    placed = Placement(device, dtype).resolved()
+    return placed.device.split(":")[0], placed.dtype
+
+
 def _identity(held: dict | None) -> dict | None:
-    return None if held is None else {k: v for k, v in held.items() if k not in _NOT_IDENTITY}
+    if held is None:
+        return None
+    # Runs written before --device existed ran on the CPU in float32.
+    return {"device": "cpu", "dtype": "float32"} | {
+        k: v for k, v in held.items() if k not in _NOT_IDENTITY
+    }
 
 
 # ------------------------------------------------------------------------------------ summary
@@ -134,6 +154,8 @@ def summarize(records: list[dict], cfg: EvalConfig, items: list, warnings=(), no
         "task": cfg.task,
         "model": cfg.model,
         "search": cfg.search.algorithm,
+        "device": placement_identity(cfg.device, cfg.dtype)[0],
+        "dtype": placement_identity(cfg.device, cfg.dtype)[1],
         "oracle": False,
         "n": n,
         "of": len(items),
@@ -278,6 +300,8 @@ def _searcher(cfg: EvalConfig):
         value_model=cfg.value_model,
         backend=cfg.backend,
         verifier=cfg.verifier,
+        device=cfg.device,
+        dtype=cfg.dtype,
     )
     searcher.template = prompt_template(cfg, searcher.model)
     return searcher

@@ -72,7 +72,7 @@ def _needs_q(model, spec: SearchSpec, value_model: str | None) -> None:
         )
 
 
-def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None) -> None:
+def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None, placement) -> None:
     """Judge with a reward model, or the model's own likelihood, when the scorer asks for one."""
     if spec.scorer.startswith("likelihood"):
         from latent_search.backends.likelihood import likelihood_scorer, likelihood_value_fn
@@ -96,15 +96,18 @@ def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None) -> None:
     from cola_models.reward_model import load_reward_model
     from latent_search.backends.reward import reward_scorer, reward_value_fn
 
-    rm = load_reward_model(verifier)
+    rm = load_reward_model(verifier, device=placement.device, dtype=placement.dtype)
     searcher.scorer = reward_scorer(rm, searcher.backend.decode)
     searcher.value_fn = reward_value_fn(rm, searcher.backend.decode)
 
 
-def _value_opts(backend: str, model, spec: SearchSpec) -> dict:
-    """The torch backend runs a CoLA model's Q head only for a search that reads it: one judged
-    by Q, or MCTS-Q (its macro-steps test Q's TD error whatever the judge)."""
-    if backend != "torch" or model.kind != "cola":
+def _backend_opts(backend: str, model, spec: SearchSpec, placement) -> dict:
+    """vLLM's engine runs in the searcher's dtype (bfloat16 on a GPU by default). The torch
+    backend runs a CoLA model's Q head only for a search that reads it: one judged by Q, or
+    MCTS-Q (its macro-steps test Q's TD error whatever the judge)."""
+    if backend == "vllm":
+        return {"dtype": placement.dtype}
+    if model.kind != "cola":
         return {}
     plain = spec.algorithm in ("greedy", "sample")
     return {"values": not plain and (spec.scorer == "q" or spec.algorithm == "mcts-q")}
@@ -117,17 +120,23 @@ def load_searcher(
     value_model: str | None = None,
     backend: str = "torch",
     verifier: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> Searcher:
+    """The models a search runs on, placed on ``device`` in ``dtype`` ("auto": CUDA in bfloat16
+    when a GPU is present, else the CPU in float32); every model of one search on one device."""
     import cola_models as cm
     from cola_models.catalog import fingerprint
+    from cola_models.devices import Placement
     from latent_search.backends.factory import BACKENDS, make_backend
 
     if backend not in BACKENDS:  # before loading a model: fail fast
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    model = cm.load_model(model_name)
+    placement = Placement(device, dtype).resolved()  # a missing device: one line, no model work
+    model = cm.load_model(model_name, device=placement.device, dtype=placement.dtype)
     value_backend = None
     if value_model:
-        value = cm.load_model(value_model)
+        value = cm.load_model(value_model, device=placement.device, dtype=placement.dtype)
         if getattr(value, "q", None) is None:
             raise ValueError(f"--value-model {value_model} has no Q head")
         if value.tokenizer.get_vocab() != model.tokenizer.get_vocab():
@@ -138,11 +147,11 @@ def load_searcher(
     template = model.generation_defaults.get("prompt_template", "{question}")
     searcher = Searcher(
         model=model,
-        backend=make_backend(backend, model, **_value_opts(backend, model, spec)),
+        backend=make_backend(backend, model, **_backend_opts(backend, model, spec, placement)),
         value_backend=value_backend,
         template=template,
         context=model.backbone.hf_config.max_position_embeddings,
         fingerprint=fingerprint(model_name),
     )
-    _reward(searcher, spec, verifier)
+    _reward(searcher, spec, verifier, placement)
     return searcher

@@ -25,6 +25,10 @@ class SolveConfig:
     verifier: str | None = None
     """A reward-model directory for --scorer verifier / weighted-vote."""
     backend: str = "torch"
+    device: str = "auto"
+    """auto (CUDA when present) | cpu | cuda | cuda:N (``cola_models.devices``)."""
+    dtype: str = "auto"
+    """auto (bfloat16 on CUDA, float32 on the CPU) | float32 | bfloat16 | float16."""
 
 
 def _resumed_tree(path: str, ids: list[int], spec: SearchSpec, fingerprint: str):
@@ -81,7 +85,13 @@ def solve_question(
     if resume and spec.algorithm not in RESUMABLE:
         raise ValueError(f"--resume continues an {' or '.join(RESUMABLE)} search")
     searcher = load_searcher(
-        cfg.model, spec, value_model=cfg.value_model, backend=cfg.backend, verifier=cfg.verifier
+        cfg.model,
+        spec,
+        value_model=cfg.value_model,
+        backend=cfg.backend,
+        verifier=cfg.verifier,
+        device=cfg.device,
+        dtype=cfg.dtype,
     )
     (ids,) = searcher.encode([question], spec.max_new_tokens)
     identity = {"model": cfg.model, "model_fingerprint": searcher.fingerprint}

@@ -6,6 +6,11 @@ rows from many problems at once. Each call goes through :class:`Ledger` together
 So a budget binds on everything a problem cost, expansions and valuations included, and the
 per-problem tokens of a search add up to all model work it caused. The ledger also builds the
 search's results and their tree metadata, the same way for every algorithm.
+
+The ledger is also where the model's device meets the host: a search's trees are Python objects,
+so each batched call's outputs (priors, expanded tokens) come back to the CPU in one transfer
+(float32), and the backend takes the actions onto its device. Search code then never reads a
+device tensor element by element (thousands of synchronisations per expansion on a GPU).
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from .tree import Tree
 from .types import Backend, Prior, SearchResult, is_oracle
+
+
+def on_host(prior: Prior) -> Prior:
+    """A prior's logits (and Q) as float32 CPU tensors, in one device-to-host copy."""
+    if prior.q is None:
+        return Prior(prior.logits.float().cpu())
+    both = torch.stack((prior.logits.float(), prior.q.float())).cpu()  # [2, B, A]
+    return Prior(both[0], both[1])
 
 
 @dataclass
@@ -91,13 +105,13 @@ class Ledger:
 
     def prior(self, owners: list[int], prefixes: list[list[int]], *, backend=None) -> Prior:
         be = backend or self.backend
-        return self._charged(owners, be, be.prior(prefixes))
+        return self._charged(owners, be, on_host(be.prior(prefixes)))
 
     def expand(
         self, owners: list[int], prefixes: list[list[int]], actions: Tensor, *, backend=None
     ) -> Tensor:
         be = backend or self.backend
-        return self._charged(owners, be, be.expand(prefixes, actions))
+        return self._charged(owners, be, be.expand(prefixes, actions).cpu())
 
     def rollout(
         self,

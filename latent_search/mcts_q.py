@@ -152,21 +152,24 @@ def _expand(tree: Tree, node: int, cfg: MCTSQConfig, eos: int | None):
     node's one state, a child per distinct token up to the node's width. Returns the children."""
     prefix = tree.prefix(node)
     prior = yield Ask("prior", [prefix])
-    probs = prior.logits[0].float().softmax(-1)  # [A]
+    probs = prior.logits[0].float().softmax(-1).tolist()  # [A]
     order = prior.logits[0].float().argsort(descending=True).tolist()  # [A]
+    q_row = None if prior.q is None else prior.q[0].tolist()  # [A]
     cand = _untried(tree, node, order, cfg.candidates)
+    # Host tensors: the ledger brings priors to the CPU, the backend takes actions to its device.
     toks = yield Ask("expand", [prefix], actions=torch.tensor([cand]))  # [1, m]
+    toks = toks[0].tolist()  # [m]
     have = {tuple(tree.tokens[c]): c for c in _distinct_children(tree, node)}
     new = []
     for j, a in enumerate(cand):
-        t = int(toks[0, j])
+        t = toks[j]
         if (t,) in have:  # same token as a sibling: record the action as tried
             tree.children[node][a] = have[(t,)]
             continue
         if len(have) >= _width(cfg, node):
             break
-        q = None if prior.q is None else float(prior.q[0, a])
-        have[(t,)] = tree.add_child(node, a, [t], prior=float(probs[a]), q=q, terminal=t == eos)
+        q = None if q_row is None else q_row[a]
+        have[(t,)] = tree.add_child(node, a, [t], prior=probs[a], q=q, terminal=t == eos)
         new.append(have[(t,)])
     return new
 
@@ -178,10 +181,11 @@ def _macro_steps(tree: Tree, new: list[int], cfg: MCTSQConfig, eos: int | None):
     if not live or cfg.macro_tokens <= 0:
         return
     child_prior = yield Ask("prior", [tree.prefix(c) for c in live])
+    q_next = child_prior.q.max(-1).values.tolist()  # [len(live)]
     confident = [
         c
         for k, c in enumerate(live)
-        if (tree.q[c] - cfg.gamma * float(child_prior.q[k].max())) ** 2 < cfg.td_threshold
+        if (tree.q[c] - cfg.gamma * q_next[k]) ** 2 < cfg.td_threshold
         and tree.depth[c] < cfg.max_depth
     ]
     if not confident:

@@ -129,7 +129,9 @@ def run_search(
     if (trees is not None or on_round is not None) and spec.algorithm not in RESUMABLE:
         raise ValueError(f"only {' and '.join(RESUMABLE)} searches can be saved and resumed")
     vb = value_backend or backend
-    g = torch.Generator().manual_seed(spec.seed)
+    # The stream lives where the model samples (a CPU generator cannot drive CUDA sampling):
+    # a seed's samples are reproducible on one kind of device, not across kinds.
+    g = torch.Generator(device=backend.device).manual_seed(spec.seed)
     if spec.algorithm in ("greedy", "sample"):
         return decode_once(
             backend, prompts, spec.max_new_tokens, sample=spec.algorithm == "sample", generator=g

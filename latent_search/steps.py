@@ -66,15 +66,16 @@ def expand_steps(
     probs = logp.gather(-1, top).exp()  # [B, k]
     gumbel = noise.gather(-1, top)  # [B, k]
     first = ledger.expand(owners, prefixes, top)  # [B, k]
+    # Python lists once per call: indexing tensors element by element costs a dispatch each.
+    cols = zip(first.tolist(), top.tolist(), probs.tolist(), gumbel.tolist())
     steps: list[list[Step]] = []
-    for row in range(len(prefixes)):
+    for firsts, acts, ps, gs in cols:
         by_token: dict[int, Step] = {}
-        for j in range(k):
-            t, a, p = int(first[row, j]), int(top[row, j]), float(probs[row, j])
+        for t, a, p, gu in zip(firsts, acts, ps, gs):
             if t in by_token:
                 by_token[t].prior += p
             else:
-                by_token[t] = Step(a, [t], p, t == eos, float(gumbel[row, j]))
+                by_token[t] = Step(a, [t], p, t == eos, gu)
         steps.append(list(by_token.values()))
     grow = [
         (row, s)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +53,10 @@ class Backend(Protocol):
     """"latent" (actions are CoLA latent actions) or "token" (actions are token ids)."""
     n_actions: int
     eos_id: int | None
+    device: torch.device
+    """Where the backend's tensors live: a random stream handed to ``rollout`` is made there
+    (``cola_models.devices.make_generator``). A search reads backend outputs only through its
+    ledger, which brings each call's outputs to the host at once."""
     usage: Usage
     last_costs: list[int]
     """Model tokens each row of the most recent call cost (prefill + decode); 0 for rows served

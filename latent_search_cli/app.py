@@ -181,6 +181,20 @@ ValueModelOpt = Annotated[
     str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
 ]
 BackendOpt = Annotated[str, typer.Option(help="Model backend: torch | vllm.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto | cpu | cuda | cuda:N. auto: CUDA when torch sees a GPU (under torchrun the "
+        "rank's LOCAL_RANK GPU), else the CPU."
+    ),
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto | float32 | bfloat16 | float16 (fp32, bf16, fp16). auto: bfloat16 on CUDA, "
+        "float32 on the CPU. Training keeps float32 master weights and computes in this dtype."
+    ),
+]
 TemplateOpt = Annotated[
     str | None,
     typer.Option(
@@ -282,6 +296,8 @@ def solve(
     value_model: ValueModelOpt = None,
     verifier: VerifierOpt = None,
     backend: BackendOpt = "torch",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Solve one problem with a model (CoLA: latent actions; plain LM: tokens)."""
@@ -300,6 +316,8 @@ def solve(
         value_model=value_model,
         backend=backend,
         verifier=str(verifier) if verifier else None,
+        device=device,
+        dtype=dtype,
     )
     spent = [0]
     with bar(f"{search}", budget, live=is_live(as_json), unit="tokens") as update:
@@ -354,6 +372,8 @@ def evaluate(
     value_model: ValueModelOpt = None,
     verifier: VerifierOpt = None,
     backend: BackendOpt = "torch",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     template: TemplateOpt = None,
     strict: StrictOpt = False,
     allow_download: DownloadOpt = False,
@@ -388,6 +408,8 @@ def evaluate(
             seed=seed,
             embedder=embedder,
             data=str(data) if data else None,
+            device=device,
+            dtype=dtype,
         )
         if as_json:
             emit_json(report)
@@ -414,6 +436,8 @@ def evaluate(
         template=template,
         strict=strict,
         allow_download=allow_download,
+        device=device,
+        dtype=dtype,
     )
 
     from eval.runner import merge_shards as merge
@@ -466,6 +490,8 @@ def compare(
     ] = 16.0,
     batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
     backend: BackendOpt = "torch",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Compare greedy/sampled CoLA (BC, latent RL), token RL and every search at one budget."""
@@ -475,7 +501,14 @@ def compare(
         raise ValueError(f"--budget-x {budget_x} must be >= 1")
     from .progress import bar, is_live
 
-    common = dict(task=task, out=out, limit=limit, data=str(data) if data else None)
+    common = dict(
+        task=task,
+        out=out,
+        limit=limit,
+        data=str(data) if data else None,
+        device=device,
+        dtype=dtype,
+    )
     with bar("compare", None, live=is_live(as_json), unit="problems") as update:
 
         def progress(name: str):
@@ -552,6 +585,16 @@ def _train_command(stage: str):
             int | None, typer.Option(help="Override the stage's optimizer steps.")
         ] = None,
         seed: Annotated[int | None, typer.Option(help="Data / sampling seed.")] = None,
+        device: Annotated[
+            str | None, typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")
+        ] = None,
+        dtype: Annotated[
+            str | None,
+            typer.Option(
+                help="Compute dtype: auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | "
+                "float16; weights and optimizer state stay float32."
+            ),
+        ] = None,
         quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
@@ -566,6 +609,8 @@ def _train_command(stage: str):
             steps=steps,
             seed=seed,
             quiet=quiet or as_json or not sys.stderr.isatty(),
+            device=device,
+            dtype=dtype,
         )
         if torchrun_rank() > 0:
             return  # under torchrun rank 0 reports

@@ -10,6 +10,7 @@ from latent_search.types import Prior, Usage
 
 class ToyBackend:
     level = "latent"
+    device = torch.device("cpu")
 
     def __init__(self, n_actions: int = 4, horizon: int = 3, prior_bias: float = 1.0) -> None:
         self.n_actions, self.horizon, self.eos_id = n_actions, horizon, 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from cola_models.devices import Placement
 from cola_models.errors import ColaError
 from cola_models.lm import PlainLM
 
@@ -16,6 +17,7 @@ from .common import task_generation_defaults
 from .data import DataConfig, sample_batch, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import token_ce
+from .precision import place
 
 
 @dataclass
@@ -51,6 +53,8 @@ class BaseRun:
             steps=3000, lr=3e-3, warmup_steps=100, checkpoint_every=250
         )
     )
+    placement: Placement = field(default_factory=Placement)
+    """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
 
 
 def _tokenizer(run: RunDir, cfg: BaseRun, problems: list):
@@ -106,9 +110,10 @@ def run_base(cfg: BaseRun, out: str | Path, *, quiet: bool = False) -> Path:
     tok = _tokenizer(run, cfg, problems)
     examples = tokenize(tok, problems, cfg.data.max_len)
     lm = _new_lm(cfg.model, tok, cfg.data.seed)
+    device, compute = place(lm, cfg.placement)
 
     def step_fn(step: int, update) -> dict:
-        b = sample_batch(examples, cfg.data, step, tok, completion_only=False)
+        b = sample_batch(examples, cfg.data, step, tok, completion_only=False, device=device)
 
         def loss_fn():
             logits = lm(b.input_ids, b.attention_mask)[:, :-1]
@@ -124,6 +129,7 @@ def run_base(cfg: BaseRun, out: str | Path, *, quiet: bool = False) -> Path:
         cfg.optim,
         description="base LM",
         quiet=quiet,
+        compute=compute,
     )
     lm.generation_defaults = task_generation_defaults(cfg.model.max_new_tokens)
     lm.save_pretrained(run.model_dir)

@@ -43,10 +43,19 @@ _MODEL_FIELD = {
 
 
 def flag_overrides(
-    stage: str, *, model: str | None, steps: int | None, seed: int | None
+    stage: str,
+    *,
+    model: str | None,
+    steps: int | None,
+    seed: int | None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """CLI flags as nested config overrides."""
     over: dict[str, Any] = {}
+    placement = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if placement:
+        over["placement"] = placement
     if model is not None:
         if stage not in _MODEL_FIELD:
             raise ColaError(f"--model does not apply to stage {stage!r}")
@@ -109,6 +118,8 @@ def run_stage(
     steps: int | None = None,
     seed: int | None = None,
     quiet: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict:
     from . import configs, distributed
     from .base import run_base
@@ -124,10 +135,13 @@ def run_stage(
     cfg = configs.resolve(
         stage_default(stage, preset),
         config,
-        flag_overrides(stage, model=model, steps=steps, seed=seed),
+        flag_overrides(stage, model=model, steps=steps, seed=seed, device=device, dtype=dtype),
     )
+    placed = cfg.placement.torch_device()  # a device that is not there: one line, nothing written
+    cfg.placement.torch_dtype()
     _check_inputs(stage, cfg, out)
-    distributed.setup()  # torchrun with several processes: join the group (else nothing)
+    # torchrun with several processes: join the group (nccl on GPUs, gloo on CPUs), else nothing
+    distributed.setup(placed)
     if stage == "token-rl":
         cfg.rl.level = "token"
     elif stage == "rl":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from cola_models.checkpoint import load_state, save_state, writes_files
@@ -47,7 +48,15 @@ def freeze_all_but(model: nn.Module, *modules: nn.Module) -> list[nn.Parameter]:
 
 
 def run_phase(
-    model: nn.Module, run, params, step_fn, optim, *, description: str, quiet: bool
+    model: nn.Module,
+    run,
+    params,
+    step_fn,
+    optim,
+    *,
+    description: str,
+    quiet: bool,
+    compute: torch.dtype = torch.float32,
 ) -> dict:
     """One trained phase of a stage: skipped (weights reloaded) when ``run`` is already done,
     else trained with the shared loop, its weights saved and its last metrics recorded."""
@@ -62,6 +71,7 @@ def run_phase(
             optim,
             description=description,
             quiet=quiet,
+            compute=compute,
         )
         save_weights(model, run.model_dir)
         run.finish(rows[-1])

@@ -15,6 +15,7 @@ from cola_models.errors import ColaError
 from cola_models.tokenizer import encode, left_pad, pad_id
 
 from .distributed import share
+from .precision import batch_to
 from .seeds import generator
 
 
@@ -129,15 +130,23 @@ def make_batch(
 
 
 def sample_batch(
-    ex: Examples, cfg: DataConfig, step: int, tokenizer, *, completion_only: bool
+    ex: Examples,
+    cfg: DataConfig,
+    step: int,
+    tokenizer,
+    *,
+    completion_only: bool,
+    device: torch.device | None = None,
 ) -> Batch:
     """Batch ``step`` of the run, or under torchrun this rank's rows of it (``distributed.share``):
-    the global batch is the same for every world size."""
+    the global batch is the same for every world size, and for every device (drawn on the host,
+    then copied to ``device``)."""
     g = generator(cfg.seed, "batches", step)
     idx = torch.randint(len(ex), (cfg.batch_size,), generator=g).tolist()
     rows = share(list(range(len(idx))))
     if not rows:
         raise ColaError(f"data.batch_size={cfg.batch_size} is smaller than the number of ranks")
-    return make_batch(
+    batch = make_batch(
         ex, [idx[r] for r in rows], tokenizer, completion_only=completion_only, rows=rows
     )
+    return batch if device is None else batch_to(batch, device)

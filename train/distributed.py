@@ -1,9 +1,11 @@
 """Training across processes on torch.distributed: FSDP2 sharding under ``torchrun``.
 
 Launched by ``torchrun --nproc-per-node N`` (one host, or many with its rendezvous flags), every
-stage runs unchanged: :func:`setup` joins the process group (gloo: training runs on CPUs), the
-shared loop shards the model with ``fully_shard`` (every block of every ``nn.ModuleList`` its own
-unit, the rest under one root), and each rank computes the loss on its share of the global batch.
+stage runs unchanged: :func:`setup` joins the process group (nccl when the run's device is CUDA,
+each rank on its ``LOCAL_RANK`` GPU; gloo on CPUs), the shared loop shards the model with
+``fully_shard`` (every block of every ``nn.ModuleList`` its own unit, the rest under one root;
+bf16/fp16 runs gather parameters in the compute dtype and reduce gradients in float32), and each
+rank computes the loss on its share of the global batch.
 With one process every function here is the identity, so nothing else branches on the world size.
 
 Three rules keep N ranks equal to one process on the same global batch:
@@ -44,20 +46,25 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
-def setup(timeout_minutes: int = 120) -> tuple[int, int]:
+def setup(device=None, timeout_minutes: int = 120) -> tuple[int, int]:
     """Join the process group when launched by torchrun with several processes; else nothing.
 
+    ``device``: the run's (a ``torch.device``; None: the CPU). On CUDA each rank takes its
+    ``LOCAL_RANK`` GPU and the group is nccl; on CPUs it is gloo.
     Packed oneDNN linears are an inference cache keyed by weight tensors; FSDP refills gathered
     weights in place, which the cache would not notice, so they are off in sharded runs.
-    Training builds its batches on the CPU, so the group is gloo and the mesh the CPU's; placing
-    batches and weights on each rank's GPU (nccl) is not built yet.
     """
+    import torch
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return world()
     os.environ["LATENT_SEARCH_PACKED_LINEAR"] = "0"
-    dist.init_process_group("gloo", timeout=timedelta(minutes=timeout_minutes))
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(torch.device(device))
+    backend = "nccl" if cuda else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
     return world()
 
 
@@ -207,24 +214,31 @@ def checkpoint_blocks(model: nn.Module) -> None:
     object.__setattr__(model, "_latent_search_checkpointed", True)
 
 
-def shard(model: nn.Module) -> Callable[[Callable[[], Any]], Any]:
+def shard(model: nn.Module, compute=None) -> Callable[[Callable[[], Any]], Any]:
     """Shard ``model`` (once; later phases reuse it) and return how to run a loss on it.
 
     With one process this is ``fn()``. Frozen parameters are sharded too: they are read in every
-    forward and FSDP gathers them with the rest.
+    forward and FSDP gathers them with the rest. ``compute`` (a torch dtype other than float32):
+    parameters are gathered in it for the forward pass, gradients reduced in float32, and the
+    sharded master weights and optimizer state stay float32.
     """
     if world()[1] == 1:
         return lambda fn: fn()
     runner = getattr(model, RUNNER_ATTR, None)
     if runner is None:
+        import torch
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mesh = init_device_mesh("cpu", (world()[1],))  # see setup: CPU training only
+        kind = next(model.parameters()).device.type  # the run's device: cuda (nccl) or cpu
+        mesh = init_device_mesh(kind, (world()[1],))
+        policy = MixedPrecisionPolicy()
+        if compute is not None and compute != torch.float32:
+            policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
         for block in blocks(model):
-            fully_shard(block, mesh=mesh)
+            fully_shard(block, mesh=mesh, mp_policy=policy)
         runner = LossRunner(model)
-        fully_shard(runner, mesh=mesh)
+        fully_shard(runner, mesh=mesh, mp_policy=policy)
         object.__setattr__(model, RUNNER_ATTR, runner)  # not a submodule: no cycle
     return runner
 

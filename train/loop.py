@@ -35,6 +35,7 @@ from cola_models.checkpoint import (
 from cola_models.errors import ColaError
 
 from . import distributed
+from .precision import autocast, full_precision, model_device
 
 
 @dataclass
@@ -224,14 +225,18 @@ def train_loop(
     *,
     description: str,
     quiet: bool = False,
+    compute: torch.dtype = torch.float32,
 ) -> list[dict[str, Any]]:
     """Run ``cfg.steps`` steps of ``step_fn`` (resuming from ``run.checkpoint`` if present) on
     ``params``; checkpoints hold the whole model's weights. Under torchrun the model is sharded
-    first (FSDP2) and stays sharded. Returns the metric rows of the whole run."""
+    first (FSDP2) and stays sharded. ``compute``: the dtype of the steps' forward passes
+    (``train.precision``); weights, gradients and optimizer state stay float32, on the device
+    the model is on. Returns the metric rows of the whole run."""
     names = _names(model, params)
+    device = model_device(model)
     if cfg.activation_checkpointing:
         distributed.checkpoint_blocks(model)
-    run_loss = distributed.shard(model)
+    run_loss = distributed.shard(model, compute)
     # Sharding replaces every parameter by its shard: look the stage's list up again by name.
     current = dict(model.named_parameters())
     params = [current[n] for n in names]
@@ -253,13 +258,15 @@ def train_loop(
     last = {"grad_norm": 0.0}
 
     def update(loss_fn: Callable[[], Any]) -> Any:
-        out = run_loss(loss_fn)
+        with autocast(device, compute):
+            out = run_loss(loss_fn)
         loss = out[0] if isinstance(out, tuple) else out
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        last["grad_norm"] = float(distributed_full(norm))
+        with full_precision(device):  # backward and the step outside autocast, in float32
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+        last["grad_norm"] = float(distributed_full(norm))  # one host read per step
         return out
 
     def checkpoint(step: int) -> None:
@@ -276,7 +283,8 @@ def train_loop(
         model.train()
         for step in range(start, cfg.steps):
             t0 = time.perf_counter()
-            metrics = step_fn(step, update)
+            with autocast(device, compute):  # the step's sampling and scoring too
+                metrics = step_fn(step, update)
             sched.step()
             elapsed += time.perf_counter() - t0
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
@@ -340,7 +348,10 @@ def _progress(description: str, total: int, completed: int, quiet: bool):
 
 
 def config_dict(*configs: Any) -> dict[str, Any]:
+    """A run's identity (``RunDir``): every setting except where it runs, so that a run
+    started on one device resumes on another."""
     out: dict[str, Any] = {}
     for c in configs:
         out.update(asdict(c))
+    out.pop("placement", None)
     return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cola_models.atomic import write_atomic
+from cola_models.devices import Placement
 from cola_models.errors import ColaError
 
 from . import distributed
@@ -50,6 +51,9 @@ class PipelineConfig:
     q: QRun = field(default_factory=QRun)
     verifier: VerifierRun = field(default_factory=VerifierRun)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    placement: Placement = field(default_factory=Placement)
+    """Device and compute dtype of every stage and of the report ([placement]; --device /
+    --dtype); a stage's own [<stage>.placement] is replaced by it."""
 
 
 def _short(opt: OptimConfig, steps: int) -> OptimConfig:
@@ -135,34 +139,35 @@ def pipeline_config(preset: str) -> PipelineConfig:
     return PIPELINE_PRESETS[preset]()
 
 
-def _seeded(run, seed: int):
-    return replace(run, data=replace(run.data, seed=seed))
+def _seeded(run, seed: int, placement: Placement):
+    """A stage's run with the pipeline's seed and placement."""
+    return replace(run, data=replace(run.data, seed=seed), placement=placement)
 
 
 def run_pipeline(cfg: PipelineConfig, out: str | Path, *, quiet: bool = False) -> dict:
     """Run every stage (skipping finished ones), export fp16 models to out/models, evaluate."""
     out = Path(out)
     s = cfg.seed
-    dirs = {"base": run_base(_seeded(cfg.base, s), out / "base", quiet=quiet)}
+    dirs = {"base": run_base(_seeded(cfg.base, s, cfg.placement), out / "base", quiet=quiet)}
     stage1 = replace(cfg.stage1, model=replace(cfg.stage1.model, backbone=str(dirs["base"])))
-    dirs["stage1"] = run_stage1(_seeded(stage1, s), out / "stage1", quiet=quiet)
+    dirs["stage1"] = run_stage1(_seeded(stage1, s, cfg.placement), out / "stage1", quiet=quiet)
     stage2 = replace(cfg.stage2, model=replace(cfg.stage2.model, model=str(dirs["stage1"])))
-    dirs["stage2"] = run_stage2(_seeded(stage2, s), out / "stage2", quiet=quiet)
+    dirs["stage2"] = run_stage2(_seeded(stage2, s, cfg.placement), out / "stage2", quiet=quiet)
     rl = replace(cfg.rl, rl=replace(cfg.rl.rl, model=str(dirs["stage2"]), level="latent"))
-    dirs["rl"] = run_rl(_seeded(rl, s), out / "rl", quiet=quiet)
+    dirs["rl"] = run_rl(_seeded(rl, s, cfg.placement), out / "rl", quiet=quiet)
     q = replace(cfg.q, q=replace(cfg.q.q, model=str(dirs["rl"])))
-    dirs["q"] = run_q(_seeded(q, s), out / "q", quiet=quiet)
+    dirs["q"] = run_q(_seeded(q, s, cfg.placement), out / "q", quiet=quiet)
     tok = replace(cfg.token_rl, rl=replace(cfg.token_rl.rl, model=str(dirs["base"]), level="token"))
-    dirs["token-rl"] = run_rl(_seeded(tok, s), out / "token-rl", quiet=quiet)
+    dirs["token-rl"] = run_rl(_seeded(tok, s, cfg.placement), out / "token-rl", quiet=quiet)
     ver = replace(
         cfg.verifier,
         verifier=replace(cfg.verifier.verifier, policy=str(dirs["q"]), init=str(dirs["base"])),
     )
-    dirs["verifier"] = run_verifier(_seeded(ver, s), out / "verifier", quiet=quiet)
+    dirs["verifier"] = run_verifier(_seeded(ver, s, cfg.placement), out / "verifier", quiet=quiet)
 
     def export_and_evaluate() -> dict:  # rank 0 only under torchrun; the others wait for it
         models = export(dirs, out / "models")
-        report = evaluate_bundle(models, cfg.eval, quiet=quiet)
+        report = evaluate_bundle(models, cfg.eval, quiet=quiet, placement=cfg.placement)
         write_atomic(out / "report.json", json.dumps(report, indent=2))
         return report
 
@@ -177,7 +182,7 @@ def export(dirs: dict[str, Path], target: Path) -> dict[str, Path]:
     paths = {}
     for name, (stage, description) in BUNDLE.items():
         dest = target / name
-        model = load_model(dirs[stage])
+        model = load_model(dirs[stage], device="cpu", dtype="float32")  # a copy: no GPU needed
         model.save_pretrained(dest, dtype="float16")
         (dest / "README.txt").write_text(description + "\n")
         paths[name] = dest
@@ -188,7 +193,13 @@ def export(dirs: dict[str, Path], target: Path) -> dict[str, Path]:
     return paths
 
 
-def evaluate_bundle(models: dict[str, Path], spec: EvalSpec, *, quiet: bool = False) -> dict:
+def evaluate_bundle(
+    models: dict[str, Path],
+    spec: EvalSpec,
+    *,
+    quiet: bool = False,
+    placement: Placement | None = None,
+) -> dict:
     """Greedy held-out accuracy of each exported model on arith and countdown (test split)."""
     from cola_models.loading import load_model
     from eval.evaluate import evaluate_problems
@@ -199,8 +210,9 @@ def evaluate_bundle(models: dict[str, Path], spec: EvalSpec, *, quiet: bool = Fa
         "countdown": get_task("countdown").generate(spec.countdown, seed=spec.seed, split="test"),
     }
     report = {}
+    placed = (placement or Placement()).resolved()
     for name, path in models.items():
-        model = load_model(path)
+        model = load_model(path, device=placed.device, dtype=placed.dtype)
         report[name] = {task: evaluate_problems(model, ps) for task, ps in problems.items() if ps}
         if not quiet:
             accs = ", ".join(f"{t} {r['accuracy']:.3f}" for t, r in report[name].items())

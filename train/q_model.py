@@ -14,6 +14,7 @@ import torch
 
 from cola_models.atomic import write_atomic
 from cola_models.checkpoint import full_state
+from cola_models.devices import Placement
 from cola_models.errors import ColaError
 
 from . import distributed
@@ -21,6 +22,7 @@ from .common import freeze_all_but
 from .data import DataConfig, train_problems
 from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import double_dqn_targets, masked_mean
+from .precision import batch_to
 from .rl import RLConfig, load_actor_model
 from .rollouts import Rollouts, collect, make_rollouts
 from .seeds import generator
@@ -64,6 +66,8 @@ class QRun:
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(steps=200, lr=5e-4, checkpoint_every=50)
     )
+    placement: Placement = field(default_factory=Placement)
+    """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
 
 
 def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
@@ -126,7 +130,7 @@ def q_step(
     nxt = (r.act_pos + 1).clamp(max=T - 1)[..., None].expand(-1, -1, K)
     q_sa = q.gather(1, idx).gather(-1, r.acts[..., None])[..., 0]  # [B, L]
     lengths = r.act_mask.sum(-1).long()  # [B]
-    done = torch.arange(r.acts.shape[1])[None] >= (lengths[:, None] - 1)
+    done = torch.arange(r.acts.shape[1], device=r.acts.device)[None] >= (lengths[:, None] - 1)
     rewards = r.rewards[:, None] * done.float()
     with torch.no_grad():
         if target == "sarsa":
@@ -152,7 +156,7 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
     run = RunDir(out, "q", config_dict(cfg))
     if run.done:
         return run.model_dir
-    model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"))
+    model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"), cfg.placement)
     if model.q is None:
         raise ColaError(f"{cfg.q.model} has no Q head (build it with q_layers > 0)")
     rows = _samples(model, run, cfg)
@@ -169,6 +173,7 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         g = generator(cfg.data.seed, "q_batches", step)
         idx = torch.randint(len(rows), (cfg.q.batch_size,), generator=g).tolist()
         batch = _batch(distributed.share([rows[i] for i in idx]), model.tokenizer)
+        batch = batch_to(batch, model.device)
         return update(lambda: q_step(model, target_q, batch, cfg.q.gamma, cfg.q.target))[1]
 
     hist = train_loop(
@@ -179,6 +184,7 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         cfg.optim,
         description="Q-model",
         quiet=quiet,
+        compute=cfg.placement.torch_dtype(),
     )
     model.requires_grad_(False)
     model.save_pretrained(run.model_dir)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from cola_models.devices import Placement
 from cola_models.errors import ColaError
 
 from . import distributed
@@ -31,6 +32,7 @@ from .losses import (
     ppo_clip_loss,
     reference_advantages,
 )
+from .precision import batch_to
 from .rollouts import Group, Rollouts, SamplingSpec, draw_groups, groups_to_rollouts
 from .seeds import generator, stream_seed
 
@@ -136,6 +138,8 @@ class RLRun:
             steps=60, lr=5e-5, warmup_steps=5, checkpoint_every=10, log_every=1
         )
     )
+    placement: Placement = field(default_factory=Placement)
+    """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
 
 
 class _LatentActor:
@@ -215,12 +219,14 @@ def _held_out_accuracy(model, held_out: list, cfg: RLConfig) -> dict:
     return {"eval_reward": right / len(held_out), "eval_seconds": time.perf_counter() - t0}
 
 
-def load_actor_model(cfg: RLConfig):
+def load_actor_model(cfg: RLConfig, placement: Placement | None = None):
+    """The model a stage trains, on the run's device in float32 (master weights)."""
     from cola_models.loading import load_model
 
     if not cfg.model:
         raise ColaError("RL needs a model (--model: a model directory)")
-    model = load_model(cfg.model)
+    device = (placement or Placement()).torch_device()
+    model = load_model(cfg.model, device=str(device), dtype="float32")
     if model.kind != ("cola" if cfg.level == "latent" else "lm"):
         raise ColaError(
             f"level {cfg.level!r} needs a {'CoLA' if cfg.level == 'latent' else 'plain LM'} model; "
@@ -273,7 +279,8 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
     run = RunDir(out, stage or ("rl" if cfg.rl.level == "latent" else "token-rl"), config_dict(cfg))
     if run.done:
         return run.model_dir
-    model = load_actor_model(cfg.rl)
+    model = load_actor_model(cfg.rl, cfg.placement)
+    device, compute = model.device, cfg.placement.torch_dtype()
     # The loss's log-probs are of the distribution the samples were drawn from (logits / T):
     # the ratio and the KL then compare like with like at any sampling temperature.
     actor = (_LatentActor if cfg.rl.level == "latent" else _TokenActor)(model, cfg.rl.temperature)
@@ -302,9 +309,9 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
             "samples": draw.sampled * rc.group_size,
             "groups_trained": len(draw.groups),
         }
-        kept = int(distributed.global_sum(torch.tensor(len(draw.groups))))
+        kept = int(distributed.global_sum(torch.tensor(len(draw.groups), device=device)))
         if kept:  # else every sampled group tied: nothing to learn from this step
-            r = groups_to_rollouts(model.tokenizer, draw.groups or [draw.spare])
+            r = batch_to(groups_to_rollouts(model.tokenizer, draw.groups or [draw.spare]), device)
             if not draw.groups:  # this rank's part of the step: masked out
                 r.act_mask.zero_()
             metrics.update(rl_update(actor, r, rc, update))
@@ -321,6 +328,7 @@ def run_rl(cfg: RLRun, out: str | Path, *, quiet: bool = False, stage: str | Non
         cfg.optim,
         description=f"{rc.level} RL",
         quiet=quiet,
+        compute=compute,
     )
     model.requires_grad_(False)
     model.save_pretrained(run.model_dir)

@@ -16,6 +16,7 @@ from cola_models.generation import GenerationConfig, generate
 from cola_models.tokenizer import encode, left_pad, pad_id
 
 from .distributed import share
+from .seeds import on_device
 
 
 @dataclass
@@ -88,6 +89,7 @@ def sample_groups(model, problems: list, spec: SamplingSpec, g: torch.Generator)
         action_top_k=spec.top_k,
         token="greedy",
     )
+    g = on_device(g, model.device)  # samples drawn where the model is
     out = generate(model, [t for t in texts for _ in range(G)], gen_cfg, generator=g)
     prompts = encode(tok, texts)
     groups = []

@@ -31,5 +31,16 @@ def stream_seed(seed: int, stream: str) -> int:
 
 
 def generator(seed: int, stream: str, step: int = 0) -> torch.Generator:
-    """The generator of ``stream`` at ``step`` of a run seeded with ``seed``."""
+    """The generator of ``stream`` at ``step`` of a run seeded with ``seed``: a host stream, so
+    that which examples and problems a step draws is the same on every device."""
     return torch.Generator().manual_seed(stream_seed(seed, stream) * 1_000_003 + step)
+
+
+def on_device(g: torch.Generator, device: torch.device) -> torch.Generator:
+    """A stream for sampling on ``device`` that follows from host stream ``g``: ``g`` itself on
+    the CPU (so CPU runs draw exactly what they always drew), else a ``device`` generator seeded
+    by ``g``'s next draw (a CPU generator cannot drive sampling of CUDA tensors)."""
+    if device.type == "cpu":
+        return g
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    return torch.Generator(device=device).manual_seed(seed)

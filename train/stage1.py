@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from cola_models.blocks import positions_from_mask
 from cola_models.config import BackboneSpec, ColaConfig
+from cola_models.devices import Placement
 from cola_models.errors import ColaError
 from cola_models.model import ColaModel
 
@@ -19,6 +20,7 @@ from .common import finish_stage, freeze_all_but, run_phase, task_generation_def
 from .data import DataConfig, sample_batch, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict
 from .losses import gumbel_softmax_st, masked_mean, neg_entropy, token_ce
+from .precision import model_device, place
 from .seeds import generator
 
 
@@ -52,6 +54,8 @@ class Stage1Run:
     data: DataConfig = field(default_factory=DataConfig)
     idm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=500, lr=3e-3))
     bc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=400, lr=3e-3))
+    placement: Placement = field(default_factory=Placement)
+    """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
 
 
 def build_cola(cfg: Stage1Config, seed: int) -> ColaModel:
@@ -164,15 +168,21 @@ def run_bc_phase(
     completion_only: bool,
     quiet: bool,
     description: str,
+    compute: torch.dtype = torch.float32,
 ) -> dict:
     """Behaviour-clone the policy onto IDM actions (stage 1b, and FTA-I's re-clone)."""
     params = freeze_all_but(model, model.policy)
+    device = model_device(model)
 
     def step_fn(step, update):
-        b = sample_batch(examples, data, step, model.tokenizer, completion_only=completion_only)
+        b = sample_batch(
+            examples, data, step, model.tokenizer, completion_only=completion_only, device=device
+        )
         return update(lambda: bc_step(model, b))[1]
 
-    return run_phase(model, run, params, step_fn, optim, description=description, quiet=quiet)
+    return run_phase(
+        model, run, params, step_fn, optim, description=description, quiet=quiet, compute=compute
+    )
 
 
 def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
@@ -182,12 +192,16 @@ def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
     if top.done:
         return top.model_dir
     model = build_cola(cfg.model, cfg.data.seed)
+    device, compute = place(model, cfg.placement)
     examples = tokenize(model.tokenizer, train_problems(cfg.data), cfg.data.max_len)
 
     def idm_step_fn(step, update):
-        b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=False)
+        b = sample_batch(
+            examples, cfg.data, step, model.tokenizer, completion_only=False, device=device
+        )
         g = generator(cfg.data.seed, "gumbel", step)
-        noise = gumbel_noise(b, cfg.data, model.n_actions, g)
+        # drawn on the host (the same noise on every device), then copied
+        noise = gumbel_noise(b, cfg.data, model.n_actions, g).to(device, non_blocking=True)
         return update(lambda: idm_step(model, b, cfg.model, noise))[1]
 
     summary = {
@@ -199,6 +213,7 @@ def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
             cfg.idm_optim,
             description="stage1 IDM+WM",
             quiet=quiet,
+            compute=compute,
         ),
         "bc": run_bc_phase(
             model,
@@ -209,6 +224,7 @@ def run_stage1(cfg: Stage1Run, out: str | Path, *, quiet: bool = False) -> Path:
             completion_only=False,
             quiet=quiet,
             description="stage1 BC policy",
+            compute=compute,
         ),
     }
     return finish_stage(model, top, summary)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from cola_models.devices import Placement
 from cola_models.errors import ColaError
 from cola_models.loading import load_cola_dir
 
@@ -17,6 +18,7 @@ from .common import finish_stage, freeze_all_but, run_phase
 from .data import DataConfig, sample_batch, tokenize, train_problems
 from .loop import OptimConfig, RunDir, config_dict
 from .losses import masked_mean, token_ce
+from .precision import place
 from .stage1 import features, run_bc_phase
 
 
@@ -39,6 +41,8 @@ class Stage2Run:
     data: DataConfig = field(default_factory=DataConfig)
     wm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=200, lr=5e-4))
     bc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=250, lr=2e-3))
+    placement: Placement = field(default_factory=Placement)
+    """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
 
 
 def wm_step(model, b, guidance: str) -> tuple[torch.Tensor, dict]:
@@ -66,11 +70,14 @@ def run_stage2(cfg: Stage2Run, out: str | Path, *, quiet: bool = False) -> Path:
         return top.model_dir
     if not cfg.model.model:
         raise ColaError("stage2 needs a model (--model: the stage-1 model directory)")
-    model = load_cola_dir(Path(cfg.model.model))
+    model = load_cola_dir(Path(cfg.model.model), device="cpu", dtype="float32")
+    device, compute = place(model, cfg.placement)
     examples = tokenize(model.tokenizer, train_problems(cfg.data), cfg.data.max_len)
 
     def wm_step_fn(step, update):
-        b = sample_batch(examples, cfg.data, step, model.tokenizer, completion_only=True)
+        b = sample_batch(
+            examples, cfg.data, step, model.tokenizer, completion_only=True, device=device
+        )
         return update(lambda: wm_step(model, b, cfg.model.guidance))[1]
 
     summary = {
@@ -82,6 +89,7 @@ def run_stage2(cfg: Stage2Run, out: str | Path, *, quiet: bool = False) -> Path:
             cfg.wm_optim,
             description="stage2 world model",
             quiet=quiet,
+            compute=compute,
         )
     }
     if cfg.model.guidance == "idm":
@@ -94,5 +102,6 @@ def run_stage2(cfg: Stage2Run, out: str | Path, *, quiet: bool = False) -> Path:
             completion_only=True,
             quiet=quiet,
             description="stage2 re-clone policy",
+            compute=compute,
         )
     return finish_stage(model, top, summary)

@@ -25,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cola_models.devices import Placement
 from cola_models.errors import ColaError
 
 from . import distributed
 from .data import DataConfig, train_problems
 from .distributed import denominator
 from .loop import OptimConfig, RunDir, config_dict, train_loop
+from .precision import place
 from .seeds import generator, stream_seed
 
 
@@ -72,6 +74,8 @@ class VerifierRun:
             steps=600, lr=3e-4, warmup_steps=30, checkpoint_every=100
         )
     )
+    placement: Placement = field(default_factory=Placement)
+    """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
 
 
 # ---------------------------------------------------------------------------------- samples
@@ -228,12 +232,14 @@ def pairwise_loss(final: Tensor, right: Tensor, group: Tensor) -> Tensor:
 
 
 def verifier_loss(rm, rows, problems, cfg: VerifierConfig) -> tuple[Tensor, dict]:
-    ids, mask, labels, weights = label_batch(rm, rows, problems, cfg.step_labels)
+    dev = rm.device
+    batch = label_batch(rm, rows, problems, cfg.step_labels)
+    ids, mask, labels, weights = (t.to(dev, non_blocking=True) for t in batch)  # [B, T] each
     logits = rm.token_logits(ids, mask)  # [B, T]
     bce = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
     bce = bce / denominator(weights.sum())
-    right = torch.tensor([r["reward"] > 0.5 for r in rows])
-    group = torch.tensor([r["p"] for r in rows])
+    right = torch.tensor([r["reward"] > 0.5 for r in rows], device=dev)  # [B]
+    group = torch.tensor([r["p"] for r in rows], device=dev)  # [B]
     pair = pairwise_loss(logits[:, -1], right, group)
     loss = bce + cfg.pairwise_weight * pair
     return loss, {"loss": loss.item(), "bce": bce.item(), "pairwise": pair.item()}
@@ -284,7 +290,8 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
     run = RunDir(out, "verifier", config_dict(cfg))
     if run.done:
         return run.model_dir
-    policy = load_model(vc.policy)
+    device, compute = cfg.placement.torch_device(), cfg.placement.torch_dtype()
+    policy = load_model(vc.policy, device=str(device), dtype=str(compute).removeprefix("torch."))
     problems = train_problems(cfg.data)[: vc.n_problems]
     seed = cfg.data.seed
     held = get_task("arith").generate(
@@ -301,6 +308,7 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
     if vc.synthetic:  # training rows only: held-out AUC is measured on the policy's samples
         rows = rows + synthetic_rows(problems, template, seed)
     rm = reward_model_from_lm(init, seed=seed)
+    place(rm.model, cfg.placement)
     by_problem: dict[int, list[dict]] = {}
     for r in rows:
         by_problem.setdefault(r["p"], []).append(r)
@@ -327,6 +335,7 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
         cfg.optim,
         description="verifier",
         quiet=quiet,
+        compute=compute,
     )
     rm.model.eval()
     with distributed.full_weights(rm.model):

@@ -39,27 +39,26 @@ def _chunk(model, rows: list[list[int]], first: list[int]) -> tuple[list[float],
     from cola_models.blocks import positions_from_mask
     from cola_models.tokenizer import left_pad, pad_id
 
-    pad = pad_id(model.tokenizer)
+    pad, dev = pad_id(model.tokenizer), model.device
     prompts: dict[tuple[int, ...], int] = {}
     which = [prompts.setdefault(tuple(seq[:n]), len(prompts)) for seq, n in zip(rows, first)]
     gens = [seq[n:] for seq, n in zip(rows, first)]
-    p_ids, p_mask = left_pad([list(p) for p in prompts], pad)  # [U, P]
+    p_ids, p_mask = left_pad([list(p) for p in prompts], pad, dev)  # [U, P]
     h_p, cache = model.backbone(p_ids, p_mask.bool(), positions_from_mask(p_mask))  # [U, P, D]
     first_logp = model.backbone.token_logits(h_p[:, -1]).float().log_softmax(-1)  # [U, V]
     G = max(len(g) for g in gens)
     costs = [len(g) for g in gens]
-    for u in range(len(prompts)):  # each prompt's pass, charged to its first row
-        costs[which.index(u)] += int(p_mask[u].sum())
+    for u, p in enumerate(prompts):  # each prompt's pass, charged to its first row
+        costs[which.index(u)] += len(p)
     if G == 0:
         return [1.0] * len(rows), costs
-    idx = torch.tensor(which)  # [B] prompt of each row
-    g_ids = torch.full((len(rows), G), pad, dtype=torch.long)  # [B, G] right-padded
-    g_mask = torch.zeros(len(rows), G, dtype=torch.long)
-    for r, g in enumerate(gens):
-        g_ids[r, : len(g)] = torch.tensor(g, dtype=torch.long)
-        g_mask[r, : len(g)] = 1
+    # Built on the host, sent once: [B] prompt of each row, [B, G] right-padded tokens and mask.
+    idx = torch.tensor(which, device=dev)
+    g_ids = torch.tensor([g + [pad] * (G - len(g)) for g in gens], device=dev)
+    g_mask = torch.tensor([[1] * len(g) + [0] * (G - len(g)) for g in gens], device=dev)
     key_mask = torch.cat([p_mask[idx], g_mask], dim=1).bool()  # [B, P + G]
-    positions = p_mask.sum(-1)[idx][:, None] + torch.arange(G)  # [B, G]: after each prompt
+    offsets = torch.arange(G, device=dev)
+    positions = p_mask.sum(-1)[idx][:, None] + offsets  # [B, G]: after each prompt
     h_g, _ = model.backbone(g_ids, key_mask, positions, cache.select(idx, room=G))  # [B, G, D]
     rest = model.backbone.token_logits(h_g[:, :-1]).float().log_softmax(-1)  # [B, G-1, V]
     tok = torch.cat(
@@ -70,7 +69,8 @@ def _chunk(model, rows: list[list[int]], first: list[int]) -> tuple[list[float],
         dim=1,
     )  # [B, G] log p of each generated token
     mean = (tok * g_mask).sum(-1) / g_mask.sum(-1).clamp(min=1)  # [B]
-    return [float(m.exp()) if len(g) else 1.0 for m, g in zip(mean, gens)], costs
+    probs = mean.exp().tolist()  # one device-to-host copy
+    return [p if len(g) else 1.0 for p, g in zip(probs, gens)], costs
 
 
 def likelihood_scorer(model) -> Scorer:

@@ -12,6 +12,7 @@ class SerialBackend:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.level, self.n_actions, self.eos_id = inner.level, inner.n_actions, inner.eos_id
+        self.device = inner.device
         self.last_costs: list[int] = []
 
     @property

@@ -30,6 +30,7 @@ class TorchBackend:
         """``values=False``: a CoLA model's states leave its Q head out (``prior`` returns no
         Q), for searches judged by something else; each step then skips the Q stack."""
         self.model = model
+        self.device = model.device
         self.level = "latent" if model.kind == "cola" else "token"
         self.n_actions = model.n_actions if self.level == "latent" else model.backbone.vocab_size
         self.eos_id = model.tokenizer.eos_token_id
@@ -188,6 +189,7 @@ class TorchBackend:
             return actions.clone()  # the action is the token
         rows, _ = self._rows(prefixes)
         h = torch.cat([r.h for r in rows])  # [B, D]
+        actions = actions.to(self.device, non_blocking=True)  # [B, k], from the host
         return self._timed(self.model.next_token_logits, h, actions).argmax(-1)  # [B, k]
 
     def rollout(

@@ -156,6 +156,9 @@ class VLLMBackend:
         from vllm import LLM
 
         self.level = "latent" if getattr(model, "kind", "cola") == "cola" else "token"
+        # The engine owns the GPU; what this backend hands the search (priors from logprobs,
+        # tokens, the seeds it draws for sampled requests) is built on the host.
+        self.device = torch.device("cpu")
         latent = self.level == "latent"
         self.n_actions = model.n_actions if latent else model.backbone.vocab_size
         self.tokenizer = model.tokenizer

@@ -40,7 +40,7 @@ def export_for_vllm(model, directory: str | os.PathLike, *, dtype: str = "float3
     backbone's). The IDM is left out: inference never uses it. No tokenizer: token ids only."""
     from safetensors.torch import save_file
 
-    from cola_models.backbone import torch_dtype
+    from cola_models.devices import torch_dtype
 
     from .vllm_plugin import ARCHITECTURE
 

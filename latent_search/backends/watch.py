@@ -12,6 +12,7 @@ class Watched:
         self.inner = inner
         self.on_call = on_call
         self.level, self.n_actions, self.eos_id = inner.level, inner.n_actions, inner.eos_id
+        self.device = inner.device
 
     @property
     def usage(self):
