@@ -11,7 +11,6 @@ import importlib.util
 import os
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .attention import row_spans

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from .backbone import Backbone, build_backbone_from_config, load_backbone
-from .devices import torch_device, torch_dtype
 from .config import ColaConfig
+from .devices import torch_device, torch_dtype
 from .errors import ColaError
 from .model import ColaModel
 

@@ -66,7 +66,9 @@ def torch_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
-def torch_dtype(name: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+def torch_dtype(
+    name: str | torch.dtype = "auto", device: torch.device | None = None
+) -> torch.dtype:
     """``name`` as a torch dtype; "auto" is bfloat16 on CUDA and float32 elsewhere."""
     if isinstance(name, torch.dtype):
         return name

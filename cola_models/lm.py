@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import Backbone
-from .devices import torch_device, torch_dtype
 from .blocks import StackCache, positions_from_mask, shared_padding
+from .devices import torch_device, torch_dtype
 from .errors import ColaError
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .devices import torch_device, torch_dtype
 from .build import model_from_config
 from .catalog import bundled_models, checkpoint_kind
 from .checkpoint import CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, load_state, read_json
 from .config import ColaConfig
+from .devices import torch_device, torch_dtype
 from .errors import ColaError
 from .model import ColaModel
 

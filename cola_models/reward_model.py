@@ -97,11 +97,10 @@ def load_reward_model(
     """A local reward-model directory (safetensors only, no remote code); one-line ColaError for
     anything else (a missing directory, a causal LM, pickled weights). ``device`` / ``dtype``
     as for ``load_model`` (:mod:`cola_models.devices`)."""
-    from .devices import torch_device, torch_dtype
-
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .backbone import quiet_hf
+    from .devices import torch_device, torch_dtype
 
     directory = Path(path).expanduser()
     if not directory.is_dir():

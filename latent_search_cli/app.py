@@ -586,7 +586,8 @@ def _train_command(stage: str):
         ] = None,
         seed: Annotated[int | None, typer.Option(help="Data / sampling seed.")] = None,
         device: Annotated[
-            str | None, typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")
+            str | None,
+            typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto)."),
         ] = None,
         dtype: Annotated[
             str | None,
