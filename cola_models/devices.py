@@ -96,6 +96,11 @@ class Placement:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        # The Python API may hand torch objects; configs and records keep their names.
+        if isinstance(self.device, torch.device):
+            object.__setattr__(self, "device", str(self.device))
+        if isinstance(self.dtype, torch.dtype):
+            object.__setattr__(self, "dtype", dtype_name(self.dtype))
         key = str(self.dtype).strip().lower()
         if key != "auto" and key not in _DTYPES:
             raise ColaError(f"unknown dtype {self.dtype!r}; use {DTYPE_CHOICES}")

@@ -240,7 +240,25 @@ def shard(model: nn.Module, compute=None) -> Callable[[Callable[[], Any]], Any]:
         runner = LossRunner(model)
         fully_shard(runner, mesh=mesh, mp_policy=policy)
         object.__setattr__(model, RUNNER_ATTR, runner)  # not a submodule: no cycle
+    else:
+        _retrainable(runner)
     return runner
+
+
+def _retrainable(runner: nn.Module) -> None:
+    """A later phase trains other parameters (stage 1: the IDM, then the policy). FSDP2 fixes
+    each unit's gradient-reduction dtype at its first forward from the parameters trainable
+    then; a unit frozen in that phase would reduce its new gradients in bf16 and refuse them.
+    Re-derive those dtypes from today's trainable set (FSDP2's own lazy-init step; private API,
+    torch 2.4-2.13, skipped where it is absent)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for unit in runner.modules():
+        if not isinstance(unit, FSDPModule) or not hasattr(unit, "_get_fsdp_state"):
+            continue
+        for group in getattr(unit._get_fsdp_state(), "_fsdp_param_groups", []) or []:
+            if hasattr(group, "_init_mp_dtypes"):
+                group._init_mp_dtypes()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """A short stage-1 run for tests/train/test_distributed.py, under torchrun or alone.
 
 usage: dist_job.py OUT CONFIG [CRASH_AT]: train stage 1 (smoke preset, bundled base) into OUT;
-with CRASH_AT, the process dies before the IDM phase's step CRASH_AT (after its checkpoints)."""
+with CRASH_AT, the process dies before the IDM phase's step CRASH_AT (after its checkpoints).
+DIST_JOB_DTYPE in the environment sets the compute dtype (--dtype)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,4 +36,5 @@ if __name__ == "__main__":
         out=Path(sys.argv[1]),
         model="tiny-arith-base",
         quiet=True,
+        dtype=os.environ.get("DIST_JOB_DTYPE"),
     )

@@ -25,7 +25,9 @@ steps = 3
 """
 
 
-def _job(out: Path, ranks: int, crash_at: int | None = None) -> subprocess.CompletedProcess:
+def _job(
+    out: Path, ranks: int, crash_at: int | None = None, dtype: str = "float32"
+) -> subprocess.CompletedProcess:
     out.parent.mkdir(parents=True, exist_ok=True)
     config = out.parent / "stage1.toml"
     config.write_text(CONFIG)
@@ -35,6 +37,7 @@ def _job(out: Path, ranks: int, crash_at: int | None = None) -> subprocess.Compl
     args = [str(HERE / "dist_job.py"), str(out), str(config)]
     args += [] if crash_at is None else [str(crash_at)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1])}
+    env["DIST_JOB_DTYPE"] = dtype
     return subprocess.run(launch + args, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -63,11 +66,13 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def _assert_same_weights(a: dict, b: dict) -> None:
+    _assert_close_weights(a, b, tol=1e-4)  # Adam magnifies rounding
+
+
+def _assert_close_weights(a: dict, b: dict, tol: float) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(
-            a[k], b[k], rtol=1e-4, atol=1e-4, msg=k
-        )  # Adam magnifies rounding
+        torch.testing.assert_close(a[k], b[k], rtol=tol, atol=tol, msg=k)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,23 @@ def test_two_ranks_give_the_one_process_losses_and_weights(one, tmp_path):
     assert len(_losses(two)) == len(_losses(one)) == 7
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-5)
     _assert_same_weights(_weights(two), _weights(one))
+
+
+def test_bf16_on_two_ranks_follows_one_bf16_process_with_float32_master_weights(tmp_path):
+    """FSDP2's mixed-precision policy (bf16 gathers, float32 gradient reduction) against
+    autocast in one process: the same steps up to bf16 rounding; checkpoints in float32."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for ranks in (1, 2):
+        out = tmp_path / f"r{ranks}" / "run"
+        done = _job(out, ranks, dtype="bf16")
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[ranks] = out
+    assert _losses(runs[2]) == pytest.approx(_losses(runs[1]), rel=2e-2)
+    saved = load_file(str(runs[2] / "idm" / "checkpoint" / "model" / "weights.safetensors"))
+    assert all(t.dtype == torch.float32 for t in saved.values())
+    _assert_close_weights(_weights(runs[2]), _weights(runs[1]), tol=2e-2)
 
 
 def test_checkpoints_resume_across_world_sizes(one, tmp_path):
