@@ -36,7 +36,7 @@ class BlockShape:
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim))  # host: built, then moved with the module
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:

@@ -144,10 +144,10 @@ def _open(tree: Tree, node: int, cfg: MCTSConfig) -> bool:
 
 def _root_noise(grow, n_actions: int, generator) -> torch.Tensor:
     """Gumbel(0, 1) noise [B, A] on root rows only (Gumbel-top-k sampling); zero elsewhere."""
-    noise = torch.zeros(len(grow), n_actions)
+    noise = torch.zeros(len(grow), n_actions)  # host: tree code's noise
     for r, (_, n) in enumerate(grow):
         if n == ROOT:
-            u = torch.rand(n_actions, generator=generator)
+            u = torch.rand(n_actions, generator=generator)  # host: the search's stream
             noise[r] = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
     return noise
 

@@ -156,7 +156,7 @@ def _expand(tree: Tree, node: int, cfg: MCTSQConfig, eos: int | None):
     order = prior.logits[0].float().argsort(descending=True).tolist()  # [A]
     q_row = None if prior.q is None else prior.q[0].tolist()  # [A]
     cand = _untried(tree, node, order, cfg.candidates)
-    # Host tensors: the ledger brings priors to the CPU, the backend takes actions to its device.
+    # host: the ledger brings priors to the CPU, the backend takes actions to its device.
     toks = yield Ask("expand", [prefix], actions=torch.tensor([cand]))  # [1, m]
     toks = toks[0].tolist()  # [m]
     have = {tuple(tree.tokens[c]): c for c in _distinct_children(tree, node)}

@@ -61,6 +61,7 @@ def train_problems(cfg: DataConfig) -> list:
             problems += get_task(name).generate(
                 n, seed=cfg.seed, split="train", levels=cfg.levels or None
             )
+    # host: the data order, the same on every device
     order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(cfg.seed))
     return [problems[i] for i in order.tolist()]
 
@@ -142,7 +143,7 @@ def sample_batch(
     the global batch is the same for every world size, and for every device (drawn on the host,
     then copied to ``device``)."""
     g = generator(cfg.seed, "batches", step)
-    idx = torch.randint(len(ex), (cfg.batch_size,), generator=g).tolist()
+    idx = torch.randint(len(ex), (cfg.batch_size,), generator=g).tolist()  # host: which rows
     rows = share(list(range(len(idx))))
     if not rows:
         raise ColaError(f"data.batch_size={cfg.batch_size} is smaller than the number of ranks")

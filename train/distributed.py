@@ -156,7 +156,7 @@ def mean_metrics(metrics: dict[str, float | None]) -> dict[str, float | None]:
     keys = list(dict.fromkeys(k for row in rows for k in row))
     out: dict[str, float | None] = {}
     for k in keys:
-        values = [float(row[k]) for row in rows if row.get(k) is not None]
+        values = [float(row[k]) for row in rows if row.get(k) is not None]  # host: Python floats
         out[k] = sum(values) / len(values) if values else None
     return out
 

@@ -83,7 +83,7 @@ def reference_advantages(
     lambda = 0.95, then normalised over the batch. scores [B], kl/mask [B, L] -> [B, L]."""
     rewards = -beta * kl * mask
     last = mask.long().cumsum(-1).argmax(-1)  # index of the last valid step
-    rewards[torch.arange(len(scores)), last] += scores.clamp(-10, 10)
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores.clamp(-10, 10)
     adv = torch.zeros_like(rewards)
     running = torch.zeros_like(scores)
     for t in reversed(range(rewards.shape[1])):

@@ -90,12 +90,17 @@ def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
         # Each chunk seeded by its index: the rows do not depend on how many ranks sample.
         g = generator(cfg.data.seed, "q_samples", c)
         r = collect(model, problems[c * chunk : (c + 1) * chunk], rl_cfg.sampling, g)
-        out = []
-        for b in range(r.input_ids.shape[0]):
-            n = int(r.act_mask[b].sum())
-            ids = r.input_ids[b][r.attention_mask[b].bool()].tolist()
-            out.append({"ids": ids, "acts": r.acts[b, :n].tolist(), "reward": float(r.rewards[b])})
-        return out
+        lengths = r.act_mask.sum(-1).long().tolist()  # [B], read once
+        ids, mask = r.input_ids.tolist(), r.attention_mask.tolist()
+        acts, rewards = r.acts.tolist(), r.rewards.tolist()
+        return [
+            {
+                "ids": [t for t, m in zip(ids[b], mask[b]) if m],
+                "acts": acts[b][:n],
+                "reward": rewards[b],
+            }
+            for b, n in enumerate(lengths)
+        ]
 
     distributed.map_chunks(-(-len(problems) // chunk), sample, rows.extend)
     if run.writer:
@@ -112,7 +117,7 @@ def _batch(rows: list[dict], tokenizer) -> Rollouts:
         [r["ids"][: len(r["ids"]) - k] for r, k in zip(rows, n)],
         [r["ids"][len(r["ids"]) - k :] for r, k in zip(rows, n)],
         [r["acts"] for r in rows],
-        torch.tensor([r["reward"] for r in rows], dtype=torch.float),
+        torch.tensor([r["reward"] for r in rows], dtype=torch.float),  # host: moved with the batch
     )
 
 
@@ -171,7 +176,9 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
             target_q.load_state_dict(full_state(model.q))
             synced["once"] = True
         g = generator(cfg.data.seed, "q_batches", step)
-        idx = torch.randint(len(rows), (cfg.q.batch_size,), generator=g).tolist()
+        idx = torch.randint(
+            len(rows), (cfg.q.batch_size,), generator=g
+        ).tolist()  # host: which rows
         batch = _batch(distributed.share([rows[i] for i in idx]), model.tokenizer)
         batch = batch_to(batch, model.device)
         return update(lambda: q_step(model, target_q, batch, cfg.q.gamma, cfg.q.target))[1]

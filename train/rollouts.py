@@ -157,6 +157,7 @@ def draw_groups(
 
         raise ColaError(f"{n_groups} prompts per step cannot be shared by more ranks")
     for _ in range(max_rounds):
+        # host: which problems, the same on every device
         idx = share(torch.randint(len(problems), (n_groups,), generator=g).tolist())
         groups = sample_groups(model, [problems[i] for i in idx], spec, g)
         seen += groups
@@ -184,13 +185,15 @@ def make_rollouts(
     """Left-padded prompt + generation batch, and where each acting step's state sits."""
     input_ids, mask = left_pad([p + g for p, g in zip(prompts, gens)], pad_id(tokenizer))
     T, L = input_ids.shape[1], max(len(g) for g in gens)
-    act_pos = torch.zeros(len(gens), L, dtype=torch.long)
-    act_ids = torch.zeros(len(gens), L, dtype=torch.long)
-    act_mask = torch.zeros(len(gens), L)
+    # host: built here, moved to the model's device with the batch (train.precision.batch_to)
+    act_pos = torch.zeros(len(gens), L, dtype=torch.long)  # host: [B, L]
+    act_ids = torch.zeros(len(gens), L, dtype=torch.long)  # host: [B, L]
+    act_mask = torch.zeros(len(gens), L)  # host: [B, L]
     for i, (a, g) in enumerate(zip(acts, gens)):
         n = len(g)
-        act_pos[i, :n] = torch.arange(T - n - 1, T - 1)  # the state that chose generated token j
-        act_ids[i, :n] = torch.tensor(a)
+        # host: the state that chose generated token j
+        act_pos[i, :n] = torch.arange(T - n - 1, T - 1)
+        act_ids[i, :n] = torch.tensor(a)  # host: filled row by row
         act_mask[i, :n] = 1
     return Rollouts(input_ids, mask, act_pos, act_ids, act_mask, rewards)
 
@@ -202,7 +205,9 @@ def groups_to_rollouts(tokenizer, groups: list[Group]) -> Rollouts:
         [gr.prompt for gr in groups for _ in gr.gens],
         [x for gr in groups for x in gr.gens],
         [a for gr in groups for a in gr.acts],
-        torch.tensor([r for gr in groups for r in gr.train_rewards], dtype=torch.float),
+        torch.tensor(
+            [r for gr in groups for r in gr.train_rewards], dtype=torch.float
+        ),  # host: moved with the batch
     )
 
 

@@ -33,6 +33,7 @@ def stream_seed(seed: int, stream: str) -> int:
 def generator(seed: int, stream: str, step: int = 0) -> torch.Generator:
     """The generator of ``stream`` at ``step`` of a run seeded with ``seed``: a host stream, so
     that which examples and problems a step draws is the same on every device."""
+    # host: the same data on every device
     return torch.Generator().manual_seed(stream_seed(seed, stream) * 1_000_003 + step)
 
 
@@ -42,5 +43,5 @@ def on_device(g: torch.Generator, device: torch.device) -> torch.Generator:
     by ``g``'s next draw (a CPU generator cannot drive sampling of CUDA tensors)."""
     if device.type == "cpu":
         return g
-    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))  # host: one draw of the host stream
     return torch.Generator(device=device).manual_seed(seed)

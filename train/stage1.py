@@ -108,7 +108,9 @@ def gumbel_noise(b, data: DataConfig, n_actions: int, g: torch.Generator) -> tor
     """Uniform noise [B, T-1, K] for a batch's rows, cut from one draw [global batch, max_len - 1,
     K]: right-aligned like the left-padded tokens, so a row's noise depends neither on which rank
     holds it nor on how much padding its batch has."""
-    u = torch.rand(data.batch_size, data.max_len - 1, n_actions, generator=g)
+    u = torch.rand(
+        data.batch_size, data.max_len - 1, n_actions, generator=g
+    )  # host: the same noise on every device
     steps = b.input_ids.shape[1] - 1
     return u[b.rows][:, u.shape[1] - steps :]
 

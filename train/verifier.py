@@ -189,7 +189,7 @@ def step_ends(problem, text: str, right: bool) -> list[tuple[int, float]]:
 
     if split_of(problem.question) != "train":
         raise ColaError("step labels read gold steps; a held-out problem reached the label code")
-    gold = {int(s[3]) for s in (problem.data or {}).get("steps", [])}
+    gold = {int(s[3]) for s in (problem.data or {}).get("steps", [])}  # host: JSON data
     answer_at = text.find("\nAnswer:")
     out, on_track = [], True
     for m in _STEP.finditer(text, max(0, answer_at)):
@@ -207,7 +207,7 @@ def label_batch(rm, rows: list[dict], problems: list, step_labels: bool):
     enc = tok([r["text"] for r in rows], add_special_tokens=True, return_offsets_mapping=True)
     ids, mask = left_pad(enc["input_ids"], pad_id(tok))
     B, T = ids.shape
-    labels, weights = torch.zeros(B, T), torch.zeros(B, T)
+    labels, weights = torch.zeros(B, T), torch.zeros(B, T)  # host: moved once in verifier_loss
     for b, (row, offsets) in enumerate(zip(rows, enc["offset_mapping"])):
         shift = T - len(offsets)  # left padding
         right = row["reward"] > 0.5
@@ -316,7 +316,9 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
 
     def step_fn(step: int, update) -> dict:
         g = generator(seed, "verifier_batches", step)
-        pick = torch.randint(len(keys), (vc.batch_problems,), generator=g).tolist()
+        pick = torch.randint(
+            len(keys), (vc.batch_problems,), generator=g
+        ).tolist()  # host: which problems
         # a rank takes whole problems, so a problem's right/wrong pairs meet on one rank
         batch = [r for i in distributed.share(pick) for r in by_problem[keys[i]]]
         metrics = update(lambda: verifier_loss(rm, batch, problems, vc))[1]
