@@ -34,7 +34,7 @@ from common import machine  # noqa: E402
 
 def _rollout(backend, prompts, new_tokens, seed):
     """Generated tokens and seconds of one batch of policy-sampled rollouts."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=backend.device).manual_seed(seed)  # where the backend samples
     t = time.perf_counter()
     out = backend.rollout(prompts, new_tokens, sample=True, generator=gen)
     return sum(len(o) for o in out), time.perf_counter() - t

@@ -3,14 +3,19 @@ computed from the model built on the meta device (nothing is allocated), not a m
 
     python bench/memory_plan.py --preset llama-3.1-8b --gpus 8 --seq-len 1024 --micro-batch 1
 
-What is counted, per GPU, as the code runs (``train/distributed.py``, ``train/loop.py``):
-- weights: every parameter sharded over the N ranks, frozen ones included;
-- gradients and AdamW's two moments: the trainable parameters, sharded, in the weights' dtype
-  (the loop keeps no float32 master copy);
+What is counted, per GPU, as the code runs (``train/distributed.py``, ``train/loop.py``,
+``train/precision.py``; ``--dtype bf16``, the default on CUDA):
+- weights: every parameter sharded over the N ranks, frozen ones included, in float32 (the
+  master weights: the model is placed in float32 and computes in bf16);
+- gradients and AdamW's two moments: the trainable parameters, sharded, float32 (FSDP2 reduces
+  gradients in float32);
 - gathered units: the root unit (embeddings, output layers, norms: gathered for the whole
-  loss) and one block at a time, with the next prefetched (2 x the largest);
-- unsharded copies a stage keeps: latent RL's reference policy, token RL's reference LM;
-- rollouts: RL generates on the whole model gathered (``full_weights``), every rank at once;
+  loss) and one block at a time, with the next prefetched (2 x the largest), in the compute
+  dtype (FSDP2's ``MixedPrecisionPolicy(param_dtype=bf16)``);
+- unsharded copies a stage keeps, in float32: latent RL's reference policy, token RL's
+  reference LM;
+- rollouts: RL generates on the whole model gathered (``full_weights``) in the compute dtype,
+  every rank at once;
 - activations per sequence: for each block on the gradient path, the inputs and outputs of its
   linear layers (sum of in + out features per token; attention scores are not stored by SDPA),
   or the block input alone with activation checkpointing (plus one block recomputed); and the
@@ -79,7 +84,7 @@ def blocks_of(module: nn.Module) -> list[nn.Module]:
 
 def plan(model: nn.Module, stage: Stage, args) -> dict[str, float]:
     part = dict(model.named_children())
-    b = args.bytes
+    b, m = args.bytes, args.master_bytes  # compute dtype, master weights / optimizer state
     total = sum(params(part[n]) for n in stage.parts)
     trained = sum(params(part[n]) for n in stage.trained)
     units = [u for n in stage.parts for u in blocks_of(part[n])]
@@ -94,10 +99,10 @@ def plan(model: nn.Module, stage: Stage, args) -> dict[str, float]:
         acts = sum(block_acts(blk) for blk in path_blocks) * tokens * b
     vocab = model.backbone.lm_head.out_features
     row = {
-        "weights": total * b / args.gpus,
-        "grads + AdamW": 3 * trained * b / args.gpus,
+        "weights": total * m / args.gpus,
+        "grads + AdamW": 3 * trained * m / args.gpus,
         "gathered units": (root + 2 * max(params(u) for u in units)) * b,
-        "copies": sum(params(part[n]) for n in stage.copies) * b,
+        "copies": sum(params(part[n]) for n in stage.copies) * m,
         "rollouts": total * b if stage.rollouts else 0.0,
         "activations": acts,
         "logits": tokens * vocab * 4 if stage.vocab_logits else 0.0,
@@ -113,12 +118,16 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--micro-batch", type=int, default=1)
-    ap.add_argument("--dtype-bytes", dest="bytes", type=int, default=2, help="2: bf16")
+    ap.add_argument("--dtype-bytes", dest="bytes", type=int, default=2, help="compute: 2 (bf16)")
+    ap.add_argument(
+        "--master-bytes", type=int, default=4, help="weights, gradients, AdamW state: 4 (fp32)"
+    )
     ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing on")
     args = ap.parse_args()
     model = build(args.preset)
     parts = ", ".join(f"{n} {params(m) / 1e9:.2f}B" for n, m in model.named_children())
-    print(f"{args.preset}: {parts}; {args.gpus} GPUs, {args.bytes}-byte weights, "
+    print(f"{args.preset}: {parts}; {args.gpus} GPUs, {args.master_bytes}-byte master weights, "
+          f"{args.bytes}-byte compute, "
           f"{args.micro_batch} x {args.seq_len} tokens per GPU, "
           f"activation checkpointing {'on' if args.checkpointing else 'off'} (GiB per GPU)\n")  # fmt: skip
     cols = ["trained (B)", "weights", "grads + AdamW", "gathered units", "copies",
