@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
+
 def _problems(n: int):
     from eval.prompts import format_prompt
     from eval.tasks import get_task
