@@ -131,7 +131,8 @@ def run_search(
     vb = value_backend or backend
     # The stream lives where the model samples (a CPU generator cannot drive CUDA sampling):
     # a seed's samples are reproducible on one kind of device, not across kinds.
-    g = torch.Generator(device=backend.device).manual_seed(spec.seed)
+    # (a backend of the caller's own without ``device`` is taken to live on the CPU)
+    g = torch.Generator(device=getattr(backend, "device", "cpu")).manual_seed(spec.seed)
     if spec.algorithm in ("greedy", "sample"):
         return decode_once(
             backend, prompts, spec.max_new_tokens, sample=spec.algorithm == "sample", generator=g
