@@ -162,7 +162,15 @@ VerifierOpt = Annotated[
     typer.Option(help="Reward-model directory (train verifier, or any HF sequence classifier)."),
 ]
 RoundsOpt = Annotated[int, typer.Option(help="mcts simulations / mcts-q selection rounds.")]
-NOpt = Annotated[int, typer.Option("--n", help="best-of-n samples.")]
+# --num-samples, not --n: torchrun's parser takes any prefix of its own options (--nnodes,
+# --nproc-per-node) as that option, so `torchrun ... eval --n 4` never reached us. --n stays as
+# an alias for one-process scripts.
+NOpt = Annotated[
+    int,
+    typer.Option(
+        "--num-samples", "--n", help="best-of-n samples (diversity: continuations per prefix)."
+    ),
+]
 WidthOpt = Annotated[int | None, typer.Option(help="beam width. Default: 8.")]
 ExpandOpt = Annotated[
     int | None,
@@ -390,7 +398,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate a model + search on a problem set: results.jsonl and summary.json in OUT.
-    With --metric diversity: --n continuations of each of --limit prefixes per sampling mode."""
+    With --metric diversity: --num-samples continuations of each of --limit prefixes per mode."""
     from eval.runner import EvalConfig, run_eval
 
     if metric == "diversity":

@@ -83,3 +83,49 @@ def test_each_rank_sees_its_own_gpu(monkeypatch):
     assert pin_device() == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
     monkeypatch.delenv("LOCAL_RANK")
     assert pin_device() is None and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None
+    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="needs torchrun",
+)
+def test_a_sampled_eval_runs_under_torchrun_with_the_documented_flags(tmp_path):
+    """`--num-samples` survives torchrun's parser (`--n` was read as an abbreviation of its
+    --nnodes / --nproc-per-node); the ranks write what one process writes."""
+    from latent_search.search import SearchSpec
+
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "--log-dir", str(tmp_path / "logs"),
+           "-m", "latent_search_cli", "eval", "--search", "best-of-n", "--num-samples", "3",
+           "--limit", "4", "--batch-size", "2", "--max-new-tokens", "64", "--out",
+           str(tmp_path / "run"), "--json"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["n"] == 4
+    spec = SearchSpec(algorithm="best-of-n", n=3, max_new_tokens=64, scorer="equations-likelihood")
+    run_eval(EvalConfig(limit=4, batch_size=2, search=spec), tmp_path / "one")
+    assert _records(tmp_path / "run" / "results.jsonl") == _records(
+        tmp_path / "one" / "results.jsonl"
+    )
+
+
+def test_no_option_is_a_prefix_of_a_torchrun_option():
+    import typer
+    from torch.distributed.run import get_args_parser
+
+    from latent_search_cli.app import app
+
+    theirs = {o for a in get_args_parser()._actions for o in a.option_strings}
+    aliases = {"--n"}  # kept for one-process scripts; torchrun users write --num-samples
+
+    def options(command):
+        for sub in getattr(command, "commands", {}).values():
+            yield from options(sub)
+        for p in getattr(command, "params", []):
+            yield from (o for o in p.opts + p.secondary_opts if o.startswith("--"))
+
+    ours = set(options(typer.main.get_command(app))) - aliases
+    clashes = sorted(o for o in ours for t in theirs if t.startswith(o))
+    assert clashes == []
