@@ -196,6 +196,13 @@ DeviceOpt = Annotated[
         "rank's LOCAL_RANK GPU), else the CPU."
     ),
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads. Default: OMP_NUM_THREADS if set, else the cores other processes are "
+        "not busy on (threads that wait for busy cores stall each other)."
+    ),
+]
 DtypeOpt = Annotated[
     str,
     typer.Option(
@@ -306,10 +313,14 @@ def solve(
     backend: BackendOpt = "torch",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Solve one problem with a model (CoLA: latent actions; plain LM: tokens)."""
     from cola_models.atomic import check_writable_file
+    from cola_models.devices import set_cpu_threads
+
+    set_cpu_threads(threads)
     from eval.solve import SolveConfig, solve_question
 
     from .progress import bar, is_live
@@ -382,6 +393,7 @@ def evaluate(
     backend: BackendOpt = "torch",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    threads: ThreadsOpt = None,
     template: TemplateOpt = None,
     strict: StrictOpt = False,
     allow_download: DownloadOpt = False,
@@ -399,8 +411,10 @@ def evaluate(
 ) -> None:
     """Evaluate a model + search on a problem set: results.jsonl and summary.json in OUT.
     With --metric diversity: --num-samples continuations of each of --limit prefixes per mode."""
+    from cola_models.devices import set_cpu_threads
     from eval.runner import EvalConfig, run_eval
 
+    set_cpu_threads(threads)
     if metric == "diversity":
         from cola_models.atomic import check_writable_dir
         from eval.diversity_run import run_diversity
@@ -500,10 +514,14 @@ def compare(
     backend: BackendOpt = "torch",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Compare greedy/sampled CoLA (BC, latent RL), token RL and every search at one budget."""
+    from cola_models.devices import set_cpu_threads
     from eval.compare import Method, default_methods, run_compare
+
+    set_cpu_threads(threads)
 
     if budget_x < 1:
         raise ValueError(f"--budget-x {budget_x} must be >= 1")
@@ -604,10 +622,14 @@ def _train_command(stage: str):
                 "float16; weights and optimizer state stay float32."
             ),
         ] = None,
+        threads: ThreadsOpt = None,
         quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     ) -> None:
+        from cola_models.devices import set_cpu_threads
         from train.cli_entry import run_stage, torchrun_rank
+
+        set_cpu_threads(threads)
 
         result = run_stage(
             stage,

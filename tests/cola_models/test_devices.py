@@ -95,3 +95,37 @@ def test_greedy_tokens_match_between_cpu_and_cuda_in_float32():
         outs.append(cm.generate(model, prompts, cfg).token_ids)
     differ = sum(a != b for a, b in zip(*outs))
     assert differ <= 2, differ
+
+
+def test_cpu_threads_follow_the_flag_then_the_environment_then_the_idle_cores(monkeypatch):
+    import os
+
+    from cola_models import devices
+
+    assert devices.cpu_threads(3) == 3
+    with pytest.raises(ColaError, match="--threads 0"):
+        devices.cpu_threads(0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert devices.cpu_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert devices.cpu_threads() == 3  # one core busy elsewhere
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert devices.cpu_threads() == 1  # never fewer than one
+
+
+def test_the_cli_sets_torch_threads_from_the_flag(monkeypatch):
+    from typer.testing import CliRunner
+
+    from latent_search_cli.app import app
+
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(
+            app, ["solve", "What is 2 + 3?", "--search", "greedy", "--threads", "1", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
