@@ -133,11 +133,12 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def cpu_threads(requested: int | None = None) -> int:
     """Intra-op threads for CPU work: ``requested``; else ``OMP_NUM_THREADS`` when set (torchrun
     sets it to 1 per rank); else the cores this process may use that other processes are not
-    busy on (the one-minute load average), at least 1.
+    busy on right now (:func:`busy_cores`), at least 1.
 
     Why not torch's default (every core): on a shared machine, threads that wait for cores
-    another process holds spin and stall each other. Measured on a 2-core machine with one core
-    busy (README, "Threads"): a 64-problem beam eval took 88 s on 2 threads, 37 s on 1.
+    another process holds spin and stall each other. Measured on a 2-core machine (README,
+    "Threads"; ``bench/threads.py``): a 64-problem beam eval with one core busy elsewhere took
+    88 s on 2 threads, 37 s on 1; idle, 23 s on 2 and 33 s on 1.
     """
     if requested is not None:
         if requested < 1:
@@ -150,8 +151,30 @@ def cpu_threads(requested: int | None = None) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(1, min(cores, cores - busy))
+    return max(1, min(cores, round(cores - busy_cores())))
+
+
+def busy_cores(window: float = 0.1) -> float:
+    """Cores other processes keep busy, measured over ``window`` seconds from /proc/stat (this
+    process is idle meanwhile). The load average would also count this user's previous command,
+    which has ended. 0 where /proc/stat cannot be read."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return sum(ticks) - idle, sum(ticks)
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(window)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    if total1 <= total0:
+        return 0.0
+    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
 
 
 def set_cpu_threads(requested: int | None = None) -> int:

@@ -110,7 +110,8 @@ class VLLMBackend:
     docstring).
 
     Options:
-    - ``dtype``: "float32" (exact parity with the torch backend on CPU) or "bfloat16" (GPUs).
+    - ``dtype``: "auto" (the default: "bfloat16" on a GPU, which FlashAttention needs, "float32"
+      on CPU, exact parity with the torch backend there), or any of those names.
     - ``gpu_memory_utilization``: on a GPU, the share of its memory vLLM may take (0.8).
     - ``kv_cache_gib``: a fixed KV-cache size; 1 GiB by default on CPU, where vLLM would
       otherwise take a share of RAM minus this process's own memory (the torch model included).
@@ -135,7 +136,7 @@ class VLLMBackend:
         self,
         model,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         gpu_memory_utilization: float = 0.8,
         kv_cache_gib: float | None = None,
         block_size: int | None = None,
@@ -155,6 +156,8 @@ class VLLMBackend:
             raise ValueError(f"prior_top={prior_top} must be >= 1")
         from vllm import LLM
 
+        if dtype == "auto":
+            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
         self.level = "latent" if getattr(model, "kind", "cola") == "cola" else "token"
         # The engine owns the GPU; what this backend hands the search (priors from logprobs,
         # tokens, the seeds it draws for sampled requests) is built on the host.
@@ -205,14 +208,19 @@ class VLLMBackend:
             skip_tokenizer_init=True,
             dtype=dtype,
             seed=seed,
-            enable_prefix_caching=True,
+            enable_prefix_caching=True,  # siblings share their parent's cached blocks
+            # GPU: vLLM's default 16-token blocks (a new node recomputes at most its last
+            # partial block); CPU: 32, the CPU attention backend's preferred size.
             block_size=block_size or (16 if on_gpu else 32),
             **heads,
-            gpu_memory_utilization=gpu_memory_utilization,
+            gpu_memory_utilization=gpu_memory_utilization,  # GPU: share of its memory
+            # GPU: CUDA graphs on (decode steps of small batches are launch-bound); the CPU
+            # backend has none.
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             max_model_len=max_model_len or min(ctx, 4096),
             max_num_seqs=max_num_seqs,
         )
+        # GPU: chunked prefill stays on (vLLM's default: long prompts do not stall decodes).
         if not on_gpu:
             # vLLM rewinds the random generator of a seeded request whose prefill was cut into
             # chunks (generator offsets), which CPU generators do not support: a seeded sampled

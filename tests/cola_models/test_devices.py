@@ -109,10 +109,34 @@ def test_cpu_threads_follow_the_flag_then_the_environment_then_the_idle_cores(mo
     assert devices.cpu_threads() == 2
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    monkeypatch.setattr(devices, "busy_cores", lambda: 1.2)
     assert devices.cpu_threads() == 3  # one core busy elsewhere
-    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    monkeypatch.setattr(devices, "busy_cores", lambda: 9.0)
     assert devices.cpu_threads() == 1  # never fewer than one
+
+
+def test_busy_cores_sees_a_process_spinning_on_a_core():
+    import multiprocessing as mp
+    import os
+
+    from cola_models import devices
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs /proc/stat")
+    spinner = mp.get_context("spawn").Process(target=_spin, daemon=True)
+    spinner.start()
+    try:
+        import time
+
+        time.sleep(1.0)  # the interpreter has started and spins
+        assert devices.busy_cores(0.3) >= 0.7
+    finally:
+        spinner.terminate()
+
+
+def _spin():
+    while True:
+        pass
 
 
 def test_the_cli_sets_torch_threads_from_the_flag(monkeypatch):
