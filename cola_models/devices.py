@@ -138,7 +138,8 @@ def cpu_threads(requested: int | None = None) -> int:
     Why not torch's default (every core): on a shared machine, threads that wait for cores
     another process holds spin and stall each other. Measured on a 2-core machine (README,
     "Threads"; ``bench/threads.py``): a 64-problem beam eval with one core busy elsewhere took
-    88 s on 2 threads, 37 s on 1; idle, 23 s on 2 and 33 s on 1.
+    44.9 s on 2 threads, 31.5 s on 1 (this default: 31.8 s); idle, 24.6 s on 2 and 33.8 s on 1
+    (this default: 25.0 s).
     """
     if requested is not None:
         if requested < 1:
