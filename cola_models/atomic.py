@@ -73,7 +73,7 @@ class WriterLock:
                 "choose another output directory"
             ) from None
         self._fd = fd
-        holder = {"pid": os.getpid(), "command": " ".join([self.what, *sys.argv[1:]])[:300]}
+        holder = {"pid": os.getpid(), "command": _command_line(self.what, sys.argv)[:300]}
         write_atomic(self.path / self.HOLDER, json.dumps(holder))
         return self
 
@@ -99,6 +99,17 @@ class WriterLock:
         if self._created:
             with contextlib.suppress(OSError):
                 self.path.rmdir()  # only succeeds while empty
+
+
+def _command_line(what: str, argv: list[str]) -> str:
+    """The holder's command as its user typed it: the CLI's own command line (``what`` once, not
+    ``what`` followed by the subcommand again), or ``what`` for a library caller."""
+    name = Path(argv[0]).name if argv else ""
+    if name == "latent-search":
+        return " ".join(["latent-search", *argv[1:]])
+    if name == "__main__.py" and "latent_search_cli" in argv[0]:
+        return " ".join(["python -m latent_search_cli", *argv[1:]])
+    return what
 
 
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:

@@ -328,6 +328,10 @@ def solve(
     for path, flag in ((tree_out, "--tree-out"), (viz, "--viz")):
         if path is not None:  # before any model work
             check_writable_file(path, flag)
+    if viz is not None:
+        from latent_search.viz import resolve_format
+
+        resolve_format(viz, None)  # an unknown format is refused before the search, not after
     spec = search_spec(locals())
     cfg = SolveConfig(
         model=model,
@@ -683,7 +687,11 @@ def viz(
     ] = 8,
 ) -> None:
     """Render a search tree: a self-contained HTML viewer, a graph export, or a terminal view."""
+    from cola_models.atomic import check_writable_file
     from latent_search.viz import export
+
+    if out is not None:  # a place that cannot be written: one line, before any rendering
+        check_writable_file(out, "--out")
 
     written = export(tree, out=out, fmt=fmt, max_depth=max_depth, max_width=max_width)
     if written is not None:

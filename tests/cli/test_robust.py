@@ -183,3 +183,42 @@ def test_train_help_is_per_stage():
     texts = {s: runner.invoke(app, ["train", s, "--help"]).output for s in ("rl", "rft", "stage1")}
     assert len(set(texts.values())) == 3
     assert "latent actions of the correct samples" in " ".join(texts["rft"].split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["/usr/bin/latent-search", "eval", "--out", "r"], "latent-search eval --out r"),
+        (["/x/latent_search_cli/__main__.py", "train", "base"], "python -m latent_search_cli train base"),
+        (["-c"], "latent-search eval"),  # a library caller: what it does
+    ],
+)
+def test_the_lock_names_the_holders_command_once(tmp_path, monkeypatch, argv, shown):
+    from cola_models.atomic import WriterLock
+
+    monkeypatch.setattr(sys, "argv", argv)
+    with WriterLock(tmp_path / "r", "latent-search eval"):
+        held = json.loads((tmp_path / "r" / WriterLock.HOLDER).read_text())
+    assert held["command"] == shown
+
+
+def test_an_unknown_viz_format_is_refused_before_the_search(tmp_path, monkeypatch):
+    import eval.solve
+
+    def never(*a, **k):
+        raise AssertionError("the search ran")
+
+    monkeypatch.setattr(eval.solve, "solve_question", never)
+    line = _fails(["solve", "What is 2 + 3?", "--viz", str(tmp_path / "t.xyz")], needle="t.xyz")
+    assert "suffix" in line
+    assert not (tmp_path / "t.xyz").exists()
+
+
+def test_viz_into_a_place_that_cannot_be_written_is_one_line(tmp_path):
+    from latent_search.tree import ROOT, Tree
+
+    tree = Tree(prompt_tokens=[1, 2])
+    tree.add_child(ROOT, 0, [3, 4], prior=1.0, terminal=True)
+    tree.save(tmp_path / "t.json")
+    for fmt in ("html", "svg", "dot", "graphml"):
+        _fails(["viz", str(tmp_path / "t.json"), "--out", f"{UNWRITABLE}.{fmt}"], needle="cannot write")
