@@ -180,6 +180,8 @@ def _convert(
         if limit is not None and len(bench.problems) >= limit:
             break
         try:
+            if isinstance(row, _Bad):
+                raise row
             if isinstance(row, json.JSONDecodeError):
                 raise _Bad(f"bad JSON ({row.msg} at column {row.colno})")
             if not isinstance(row, dict):
@@ -196,8 +198,16 @@ def _convert(
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """(line number, decoded row, or the reason it is not one) of each non-blank line. Lines are
+    decoded one by one, so bytes that are not UTF-8 spoil their own line, not the file."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield lineno, _Bad(f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                   f"{err.start + 1})")  # fmt: skip
+                continue
             if not line.strip():
                 continue  # blank lines (a trailing newline) hold no record
             try:
