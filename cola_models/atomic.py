@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import ColaError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -33,7 +35,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
         raise
 
 
-class DirectoryBusy(ValueError):
+class DirectoryBusy(ColaError):
     """Another process is writing the directory (a ValueError: the CLI prints it as one line)."""
 
 
@@ -60,7 +62,7 @@ class WriterLock:
         import sys
 
         if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"{self.path} is a file, not a run directory")
+            raise ColaError(f"{self.path} is a file, not a run directory")
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDONLY)
@@ -73,7 +75,7 @@ class WriterLock:
                 "choose another output directory"
             ) from None
         self._fd = fd
-        holder = {"pid": os.getpid(), "command": " ".join([self.what, *sys.argv[1:]])[:300]}
+        holder = {"pid": os.getpid(), "command": _command_line(self.what, sys.argv)[:300]}
         write_atomic(self.path / self.HOLDER, json.dumps(holder))
         return self
 
@@ -101,13 +103,24 @@ class WriterLock:
                 self.path.rmdir()  # only succeeds while empty
 
 
+def _command_line(what: str, argv: list[str]) -> str:
+    """The holder's command as its user typed it: the CLI's own command line (``what`` once, not
+    ``what`` followed by the subcommand again), or ``what`` for a library caller."""
+    name = Path(argv[0]).name if argv else ""
+    if name == "latent-search":
+        return " ".join(["latent-search", *argv[1:]])
+    if name == "__main__.py" and "latent_search_cli" in argv[0]:
+        return " ".join(["python -m latent_search_cli", *argv[1:]])
+    return what
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """A directory the caller may create or write into, checked before any work (by trying, as
     permission bits do not bind root): a one-line ValueError for an existing file or a place
     that cannot be written. Leaves nothing behind."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {path} is an existing file, not a directory")
+        raise ColaError(f"{what} {path} is an existing file, not a directory")
     _probe(path if path.exists() else _existing_parent(path), f"{what} {path}")
     return path
 
@@ -116,9 +129,9 @@ def check_writable_file(path: str | os.PathLike, what: str) -> Path:
     """A file path the caller will write: not a directory, in a folder that can be written."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{what} {path} is a directory; give a file path")
+        raise ColaError(f"{what} {path} is a directory; give a file path")
     if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"{what} {path} is not writable")
+        raise ColaError(f"{what} {path} is not writable")
     _probe(path.parent if path.parent.exists() else _existing_parent(path.parent), f"{what} {path}")
     return path
 
@@ -129,10 +142,10 @@ def _existing_parent(path: Path) -> Path:
 
 def _probe(directory: Path, label: str) -> None:
     if not directory.is_dir():
-        raise ValueError(f"{label}: {directory} is not a directory")
+        raise ColaError(f"{label}: {directory} is not a directory")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=directory)
         os.close(fd)
         os.unlink(tmp)
     except OSError as err:
-        raise ValueError(f"{label}: cannot write in {directory} ({err.strerror})") from None
+        raise ColaError(f"{label}: cannot write in {directory} ({err.strerror})") from None

@@ -44,7 +44,22 @@ def load_cola_dir(directory: Path, *, device: str = "auto", dtype: str = "auto")
     return model.to(device=dev, dtype=torch_dtype(dtype, dev)).eval()
 
 
+def _run_dir_hint(path: Path) -> str | None:
+    """Where the models of a run directory are, when ``path`` is one rather than a model."""
+    if (path / "config.json").is_file():
+        return None
+    models = sorted(p.name for p in (path / "models").glob("*") if checkpoint_kind(p))
+    if models:  # a pipeline's output
+        return f"{path} is a pipeline run; its models are {path / 'models'}/{{{','.join(models)}}}"
+    if checkpoint_kind(path / "model"):  # a stage's output
+        return f"{path} is a training run; its model is {path / 'model'}"
+    return None
+
+
 def _load_dir(path: Path, device: str, dtype: str):
+    hint = _run_dir_hint(path)
+    if hint is not None:
+        raise ColaError(hint)
     if checkpoint_kind(path) == "lm":
         from .lm import load_lm
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cola_models.errors import ColaError
 from latent_search.search import SearchSpec
 
 from .runner import EvalConfig, run_eval
@@ -168,7 +169,7 @@ def plot(rows: list[dict], path: Path, *, title: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ValueError("the plot needs matplotlib: pip install 'latent-search[plot]'") from err
+        raise ColaError("the plot needs matplotlib: pip install 'latent-search[plot]'") from err
     fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
     colors = plt.get_cmap("tab20").colors  # one colour per method (tab10 repeats after 10)
     for i, r in enumerate(rows):

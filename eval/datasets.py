@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cola_models.errors import ColaError
 from eval.tasks import Problem
 
 __all__ = [
@@ -180,6 +181,8 @@ def _convert(
         if limit is not None and len(bench.problems) >= limit:
             break
         try:
+            if isinstance(row, _Bad):
+                raise row
             if isinstance(row, json.JSONDecodeError):
                 raise _Bad(f"bad JSON ({row.msg} at column {row.colno})")
             if not isinstance(row, dict):
@@ -189,15 +192,23 @@ def _convert(
         except _Bad as err:
             message = f"{where}:{lineno}: {err}"
             if strict:
-                raise ValueError(message) from None
+                raise ColaError(message) from None
             log.warning("skipped %s", message)
             bench.warnings.append(message)
     return bench
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """(line number, decoded row, or the reason it is not one) of each non-blank line. Lines are
+    decoded one by one, so bytes that are not UTF-8 spoil their own line, not the file."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield lineno, _Bad(f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                   f"{err.start + 1})")  # fmt: skip
+                continue
             if not line.strip():
                 continue  # blank lines (a trailing newline) hold no record
             try:
@@ -208,7 +219,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
 
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit={limit!r} must be a positive integer")
+        raise ColaError(f"limit={limit!r} must be a positive integer")
 
 
 def load_jsonl_benchmark(
@@ -216,14 +227,14 @@ def load_jsonl_benchmark(
 ) -> Benchmark:
     """Load benchmark `name` ("math500" | "gsm8k") from a local JSONL file."""
     if name not in _ROWS:
-        raise ValueError(f"unknown file benchmark {name!r}; choose one of: {', '.join(_ROWS)}")
+        raise ColaError(f"unknown file benchmark {name!r}; choose one of: {', '.join(_ROWS)}")
     _check_limit(limit)
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{p}: no such file")
+        raise ColaError(f"{p}: no such file")
     bench = _convert(name, _jsonl_rows(p), str(p), strict=strict, limit=limit)
     if not bench.problems:
-        raise ValueError(f"{p}: no valid {name} problems")
+        raise ColaError(f"{p}: no valid {name} problems")
     return bench
 
 
@@ -284,7 +295,7 @@ def _resolve_file(name: str, path: str | Path | None) -> tuple[Path | None, str 
             if fname.endswith("_train.jsonl"):
                 note = f"{candidate}: no test file found; evaluating on the GSM8K *train* split"
             return candidate, note
-    raise ValueError(
+    raise ColaError(
         f"no {name} data in {directory} (looked for {', '.join(_FILE_NAMES[name])}); "
         "pass a JSONL path or set LATENT_SEARCH_DATA"
     )
@@ -308,7 +319,7 @@ def get_benchmark(
     _check_limit(limit)
     if name in PROCEDURAL:
         if path is not None:
-            raise ValueError(f"{name} is generated; it takes no data path (got {path})")
+            raise ColaError(f"{name} is generated; it takes no data path (got {path})")
         from eval.tasks import get_task
 
         problems = get_task(name).generate(limit or 500, seed=seed, split="test")
@@ -329,10 +340,10 @@ def get_benchmark(
             f"{name} test split, seed {seed}",
         )
     if name not in FILE_BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+        raise ColaError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     if path is not None and not Path(path).exists() and _HUB_ID.match(str(path)):
         if not allow_download:
-            raise ValueError(
+            raise ColaError(
                 f"{path!r} is not a local file; loading it as a hub dataset needs an explicit "
                 "allow_download=True (--allow-download)"
             )

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from cola_models.errors import ColaError
+
 __all__ = [
     "MODES",
     "MiniLMEmbedder",
@@ -135,12 +137,12 @@ class NgramEmbedder:
 
 def _check_groups(texts_per_prefix: Sequence[Sequence[str]]) -> None:
     if not texts_per_prefix:
-        raise ValueError("diversity needs at least one group of texts")
+        raise ColaError("diversity needs at least one group of texts")
     for i, group in enumerate(texts_per_prefix):
         if len(group) < 2:
-            raise ValueError(f"group {i} has {len(group)} texts; pairwise similarity needs >= 2")
+            raise ColaError(f"group {i} has {len(group)} texts; pairwise similarity needs >= 2")
         if not all(isinstance(t, str) for t in group):
-            raise ValueError(f"group {i} holds a non-string")
+            raise ColaError(f"group {i} holds a non-string")
 
 
 def group_similarities(
@@ -203,7 +205,7 @@ def _generation(model, mode: str, max_new_tokens: int):
 
     if mode in ("latent", "latent-uniform"):
         if getattr(model, "kind", "cola") != "cola":
-            raise ValueError(f"mode {mode!r} needs a CoLA model (latent actions); got a plain LM")
+            raise ColaError(f"mode {mode!r} needs a CoLA model (latent actions); got a plain LM")
         action = "sample" if mode == "latent" else "uniform"
         return model, GenerationConfig(max_new_tokens=max_new_tokens, action=action)
     lm = _token_lm(model)
@@ -233,11 +235,11 @@ def sample_continuations(
     arguments give equal texts.
     """
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r} must be one of {', '.join(MODES)}")
+        raise ColaError(f"mode={mode!r} must be one of {', '.join(MODES)}")
     if n < 1 or max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("n, max_new_tokens and batch_size must be >= 1")
+        raise ColaError("n, max_new_tokens and batch_size must be >= 1")
     if not prefixes or any(not isinstance(p, str) or not p for p in prefixes):
-        raise ValueError("prefixes must be a non-empty list of non-empty strings")
+        raise ColaError("prefixes must be a non-empty list of non-empty strings")
     from cola_models.generation import generate
 
     runner, cfg = _generation(model, mode, max_new_tokens)
@@ -255,7 +257,7 @@ def prefixes_from_problems(problems: Sequence, *, fraction: float = 0.5) -> list
     from eval.prompts import format_prompt
 
     if not 0 <= fraction < 1:
-        raise ValueError(f"fraction={fraction} must be in [0, 1)")
+        raise ColaError(f"fraction={fraction} must be in [0, 1)")
     out = []
     for p in problems:
         cut = int(len(p.solution) * fraction)

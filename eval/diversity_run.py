@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cola_models.errors import ColaError
+
 EMBEDDERS = ("minilm", "ngram")
 
 
@@ -33,18 +35,18 @@ def run_diversity(
     from .diversity import prefixes_from_problems as cut
 
     if embedder not in EMBEDDERS:
-        raise ValueError(f"unknown embedder {embedder!r}; choose one of {', '.join(EMBEDDERS)}")
+        raise ColaError(f"unknown embedder {embedder!r}; choose one of {', '.join(EMBEDDERS)}")
     bad = [m for m in modes if m not in MODES]
     if bad:
-        raise ValueError(
+        raise ColaError(
             f"unknown diversity mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}"
         )
     if n < 2:
-        raise ValueError(f"diversity needs at least 2 continuations per prefix (got --n {n})")
+        raise ColaError(f"diversity needs at least 2 continuations per prefix (got --n {n})")
     problems = list(get_benchmark(task, data, limit=limit or 64))
     model = cm.load_model(model_name, device=device, dtype=dtype)
     if model.kind != "cola" and any(m.startswith("latent") for m in modes):
-        raise ValueError(f"{model_name} is a plain LM: it has no latent actions to sample")
+        raise ColaError(f"{model_name} is a plain LM: it has no latent actions to sample")
     embed = MiniLMEmbedder() if embedder == "minilm" else NgramEmbedder()
     report = diversity_report(
         model, cut(problems), embed, n=n, modes=modes, max_new_tokens=max_new_tokens, seed=seed

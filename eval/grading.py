@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cola_models.errors import ColaError
 from eval.answers import extract_answer
 
 __all__ = ["DEFAULT_TIMEOUT", "Grade", "grade_batch", "is_correct", "shutdown_worker"]
@@ -252,11 +253,11 @@ def _require_math_verify() -> None:
 
 def _check(output_text, reference, timeout: float, isolation: str) -> None:
     if not isinstance(output_text, str) or not isinstance(reference, str):
-        raise ValueError("output_text and reference must be strings")
+        raise ColaError("output_text and reference must be strings")
     if not timeout > 0:
-        raise ValueError(f"timeout={timeout} must be > 0 seconds")
+        raise ColaError(f"timeout={timeout} must be > 0 seconds")
     if isolation not in ("process", "inline"):
-        raise ValueError(f"isolation={isolation!r} must be 'process' or 'inline'")
+        raise ColaError(f"isolation={isolation!r} must be 'process' or 'inline'")
 
 
 def grade(

@@ -7,6 +7,8 @@ A template is a string holding ``{question}``; it is filled with ``str.replace``
 
 from __future__ import annotations
 
+from cola_models.errors import ColaError
+
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 """The training format of the procedural tasks (the "qa" template): the completion is
 ``" " + solution``, so training and sampling agree. Saved in every trained model's config."""
@@ -35,7 +37,7 @@ def get_template(template: str | None, task: str | None = None) -> str:
     if template in PROMPT_TEMPLATES:
         return PROMPT_TEMPLATES[template]
     if "{question}" not in template:
-        raise ValueError(
+        raise ColaError(
             f"prompt template {template!r} is neither one of {', '.join(PROMPT_TEMPLATES)} "
             "nor a string containing {question}"
         )

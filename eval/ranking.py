@@ -18,6 +18,8 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from cola_models.errors import ColaError
+
 
 @dataclass(frozen=True)
 class Group:
@@ -88,7 +90,7 @@ METHODS = ("score", "vote", "weighted_vote", "oracle")
 def best_of(groups: list[Group], k: int, method: str) -> float:
     """Accuracy over problems when choosing among each problem's first k samples."""
     if method not in METHODS:
-        raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
+        raise ColaError(f"method={method!r} must be one of {', '.join(METHODS)}")
     if not groups:
         return 0.0
     return sum(_pick(g, k, method) for g in groups) / len(groups)

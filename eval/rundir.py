@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cola_models.errors import ColaError
+
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
@@ -34,9 +36,9 @@ def held_config(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise ColaError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+        raise ColaError(f"{path} must hold a JSON object")
     return data
 
 

@@ -9,6 +9,7 @@ problem redone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cola_models.errors import ColaError
 from latent_search.search import SearchSpec
 
 
@@ -52,9 +54,9 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit {self.limit} must be >= 1")
+            raise ColaError(f"--limit {self.limit} must be >= 1")
         if self.samples < 1 or self.batch_size < 1:
-            raise ValueError("--samples and --batch-size must be >= 1")
+            raise ColaError("--samples and --batch-size must be >= 1")
 
 
 def load_items(cfg: EvalConfig) -> tuple[list, list[str], list[str]]:
@@ -99,6 +101,20 @@ def _read_done(path: Path) -> tuple[dict[str, dict], list[str]]:
             done[rec["id"]] = rec
             good.append(line)
     return done, good
+
+
+@contextlib.contextmanager
+def _writing(out: Path, kept: int):
+    """A write that fails (a full disk, a lost mount) is one line naming the place and what is
+    kept: the records written before stay, and a torn last line is dropped on the rerun, which
+    continues from them."""
+    try:
+        yield
+    except OSError as err:
+        raise ColaError(
+            f"cannot write the results in {out}: {err.strerror or err}; the {kept} finished "
+            "record(s) are kept and re-running the same command continues from them"
+        ) from err
 
 
 def _append(path: Path, records: list[dict]) -> None:
@@ -211,7 +227,7 @@ def run_eval(
     if shard is not None:
         i, n = shard
         if not 0 <= i < n:
-            raise ValueError(f"--shard {i}/{n}: the index must be in 0..{n - 1}")
+            raise ColaError(f"--shard {i}/{n}: the index must be in 0..{n - 1}")
         out, items = out / f"shard-{i}-of-{n}", shard_items(items, cfg.batch_size, i, n)
     return _evaluate_into(out, cfg, items, warnings, notes, progress)
 
@@ -241,9 +257,11 @@ def _evaluate_into(out: Path, cfg: EvalConfig, items, warnings, notes, progress)
             progress(len(records), len(items), sum(r["correct"] for r in records))
         for start in range(0, len(todo), cfg.batch_size):
             new = _run_batch(cfg, searcher, todo[start : start + cfg.batch_size])
-            _append(res_path, new)
-            records += new
-            write_atomic_json(out / "summary.json", summarize(records, cfg, items, warnings, notes))
+            with _writing(out, len(records)):
+                _append(res_path, new)
+                records += new
+                summary = summarize(records, cfg, items, warnings, notes)
+                write_atomic_json(out / "summary.json", summary)
             if progress:
                 progress(len(records), len(items), sum(r["correct"] for r in records))
         if searcher is not None and hasattr(searcher.backend, "close"):
@@ -277,7 +295,7 @@ def merge_shards(cfg: EvalConfig, out: str | Path, n: int) -> dict:
         done, _ = _read_done(shard / "results.jsonl")
         missing = [it.id for it in shard_items(items, cfg.batch_size, i, n) if it.id not in done]
         if missing:
-            raise ValueError(f"{shard} is missing {len(missing)} problem(s), e.g. {missing[0]}")
+            raise ColaError(f"{shard} is missing {len(missing)} problem(s), e.g. {missing[0]}")
         by_id.update(done)
     records = [by_id[it.id] for it in items]
     with WriterLock(out, "latent-search eval --merge-shards"):

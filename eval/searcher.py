@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cola_models.errors import ColaError
 from latent_search.search import SearchSpec
 
 
@@ -35,7 +36,7 @@ class Searcher:
         ids = self.encode_fitting(questions, max_new_tokens)
         for row in ids:
             if isinstance(row, str):
-                raise ValueError(row)
+                raise ColaError(row)
         return ids
 
     def encode_fitting(self, questions: list[str], max_new_tokens: int) -> list:
@@ -47,7 +48,7 @@ class Searcher:
 
         for q in questions:
             if not q.strip():
-                raise ValueError("the question is empty")
+                raise ColaError("the question is empty")
         prompts = [fill(self.template, q) for q in questions]
         ids = cm.tokenizer_encode(self.model.tokenizer, prompts)
         return [
@@ -66,7 +67,7 @@ def _needs_q(model, spec: SearchSpec, value_model: str | None) -> None:
         and spec.scorer == "q"
         and (spec.algorithm in ("beam", "mcts", "mcts-q", "best-of-n"))
     ):
-        raise ValueError(
+        raise ColaError(
             f"token-level {spec.algorithm} of a plain LM needs --value-model (a CoLA model with a"
             " Q head), --scorer verifier with --verifier DIR or, for best-of-n, --scorer vote"
         )
@@ -92,7 +93,7 @@ def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None, placemen
     if spec.scorer not in ("verifier", "weighted-vote"):
         return
     if not verifier:
-        raise ValueError(f"--scorer {spec.scorer} needs --verifier DIR (a reward model)")
+        raise ColaError(f"--scorer {spec.scorer} needs --verifier DIR (a reward model)")
     from cola_models.reward_model import load_reward_model
     from latent_search.backends.reward import reward_scorer, reward_value_fn
 
@@ -131,16 +132,16 @@ def load_searcher(
     from latent_search.backends.factory import BACKENDS, make_backend
 
     if backend not in BACKENDS:  # before loading a model: fail fast
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ColaError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     placement = Placement(device, dtype).resolved()  # a missing device: one line, no model work
     model = cm.load_model(model_name, device=placement.device, dtype=placement.dtype)
     value_backend = None
     if value_model:
         value = cm.load_model(value_model, device=placement.device, dtype=placement.dtype)
         if getattr(value, "q", None) is None:
-            raise ValueError(f"--value-model {value_model} has no Q head")
+            raise ColaError(f"--value-model {value_model} has no Q head")
         if value.tokenizer.get_vocab() != model.tokenizer.get_vocab():
-            raise ValueError("--value-model must share the searched model's tokenizer")
+            raise ColaError("--value-model must share the searched model's tokenizer")
         value_backend = make_backend("torch", value)
     _needs_q(model, spec, value_model)
     # A trained model knows the prompt format it was trained with; a random preset has none.

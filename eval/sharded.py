@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from cola_models.errors import ColaError
+
 
 def torchrun_rank() -> tuple[int, int] | None:
     """(rank, world size) when launched by torchrun with more than one process, else None."""
@@ -31,9 +33,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r} must read I/N, e.g. 0/4") from None
+        raise ColaError(f"--shard {text!r} must read I/N, e.g. 0/4") from None
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= I < N")
+        raise ColaError(f"--shard {text}: need 0 <= I < N")
     return i, n
 
 

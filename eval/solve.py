@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from cola_models.errors import ColaError
 from latent_search.search import RESUMABLE, SearchSpec
 
 
@@ -37,14 +38,14 @@ def _resumed_tree(path: str, ids: list[int], spec: SearchSpec, fingerprint: str)
     tree = Tree.load(path)
     held = tree.meta.get("model_fingerprint")
     if held is not None and held != fingerprint:
-        raise ValueError(
+        raise ColaError(
             f"{path} was searched with another model ({tree.meta.get('model')!r}, fingerprint "
             f"{str(held)[:12]}); resume it with that model"
         )
     if tree.prompt_tokens != ids:
-        raise ValueError(f"{path} is a search of a different question or prompt format")
+        raise ColaError(f"{path} is a search of a different question or prompt format")
     if tree.meta.get("algorithm", spec.algorithm) != spec.algorithm:
-        raise ValueError(f"{path} is an {tree.meta['algorithm']} search, not {spec.algorithm}")
+        raise ColaError(f"{path} is an {tree.meta['algorithm']} search, not {spec.algorithm}")
     return tree
 
 
@@ -83,7 +84,7 @@ def solve_question(
 
     spec = cfg.search
     if resume and spec.algorithm not in RESUMABLE:
-        raise ValueError(f"--resume continues an {' or '.join(RESUMABLE)} search")
+        raise ColaError(f"--resume continues an {' or '.join(RESUMABLE)} search")
     searcher = load_searcher(
         cfg.model,
         spec,

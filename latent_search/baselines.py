@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cola_models.errors import ColaError
+
 from .ledger import Choice, Ledger
 from .scorers import vote_scores
 from .tree import ROOT, Tree
@@ -24,11 +26,11 @@ class BestOfNConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"n={self.n} must be >= 1")
+            raise ColaError(f"n={self.n} must be >= 1")
         if self.select not in ("value", "vote", "weighted_vote"):
-            raise ValueError(f"select={self.select!r} must be value, vote or weighted_vote")
+            raise ColaError(f"select={self.select!r} must be value, vote or weighted_vote")
         if self.budget is not None and self.budget < 1:
-            raise ValueError(f"budget={self.budget} must be >= 1")
+            raise ColaError(f"budget={self.budget} must be >= 1")
 
 
 def decode_once(

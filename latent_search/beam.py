@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cola_models.errors import ColaError
+
 from .ledger import Choice, Ledger
 from .steps import CANDIDATES, branching, candidate_steps
 from .tree import ROOT, Tree
@@ -34,13 +36,13 @@ class BeamConfig:
 
     def __post_init__(self) -> None:
         if self.beam_width < 1 or self.expand_k < 1 or self.max_steps < 1:
-            raise ValueError("beam_width, expand_k and max_steps must be >= 1")
+            raise ColaError("beam_width, expand_k and max_steps must be >= 1")
         if self.step_tokens < 0 or self.max_new_tokens < 1:
-            raise ValueError("step_tokens must be >= 0 and max_new_tokens >= 1")
+            raise ColaError("step_tokens must be >= 0 and max_new_tokens >= 1")
         if self.budget is not None and self.budget < 1:
-            raise ValueError(f"budget={self.budget} must be >= 1")
+            raise ColaError(f"budget={self.budget} must be >= 1")
         if self.candidates not in CANDIDATES:
-            raise ValueError(
+            raise ColaError(
                 f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
             )
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cola_models.errors import ColaError
+
 from .ledger import Choice, Ledger
 from .steps import CANDIDATES, branching, candidate_steps
 from .tree import ROOT, Tree
@@ -44,17 +46,17 @@ class MCTSConfig:
 
     def __post_init__(self) -> None:
         if self.simulations < 1 or self.expand_k < 1:
-            raise ValueError("simulations and expand_k must be >= 1")
+            raise ColaError("simulations and expand_k must be >= 1")
         if self.c_puct < 0 or self.step_tokens < 0 or self.max_new_tokens < 1:
-            raise ValueError("c_puct, step_tokens must be >= 0 and max_new_tokens >= 1")
+            raise ColaError("c_puct, step_tokens must be >= 0 and max_new_tokens >= 1")
         if self.budget is not None and self.budget < 1:
-            raise ValueError(f"budget={self.budget} must be >= 1")
+            raise ColaError(f"budget={self.budget} must be >= 1")
         if self.candidates not in CANDIDATES:
-            raise ValueError(
+            raise ColaError(
                 f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
             )
         if self.gumbel and self.candidates != "first-token":
-            raise ValueError("Gumbel root selection samples actions; use first-token candidates")
+            raise ColaError("Gumbel root selection samples actions; use first-token candidates")
 
 
 def puct_child(tree: Tree, node: int, c_puct: float) -> int:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cola_models.errors import ColaError
+
 from .ledger import Choice, Ledger
 from .schedule import Ask, drive
 from .tree import ROOT, Tree
@@ -58,7 +60,7 @@ class MCTSQConfig:
         ]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(msg)
+                raise ColaError(msg)
 
 
 def _width(cfg: MCTSQConfig, node: int) -> int:

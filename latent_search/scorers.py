@@ -10,6 +10,8 @@ from collections import Counter
 
 import torch
 
+from cola_models.errors import ColaError
+
 from .types import Backend, Meter, Scorer, ValueFn, is_oracle
 
 
@@ -33,7 +35,7 @@ def q_value_fn(backend: Backend) -> ValueFn:
     def value(seqs: list[list[int]], done: list[bool], meter: Meter) -> list[float]:
         prior = meter.prior(backend, _newest_states(seqs, done))
         if prior.q is None:
-            raise ValueError("this search ranks by a Q head and the model has none (--value-model)")
+            raise ColaError("this search ranks by a Q head and the model has none (--value-model)")
         return state_values(prior).tolist()
 
     return value
@@ -48,7 +50,7 @@ def q_value_scorer(backend: Backend) -> Scorer:
         try:
             vs = value(seqs, [True] * len(seqs), meter)
         except ValueError:
-            raise ValueError("the model has no Q head; use --scorer vote") from None
+            raise ColaError("the model has no Q head; use --scorer vote") from None
         return [min(1.0, max(0.0, v)) for v in vs]
 
     score.oracle = False

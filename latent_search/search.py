@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cola_models.errors import ColaError
+
 from .baselines import BestOfNConfig, best_of_n, decode_once
 from .beam import BeamConfig, beam_search
 from .equations import equation_scorer, equation_value_fn
@@ -62,43 +64,43 @@ class SearchSpec:
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(
+            raise ColaError(
                 f"unknown search {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
             )
         if self.budget is not None and self.budget < 1:
-            raise ValueError(f"budget={self.budget} must be >= 1")
+            raise ColaError(f"budget={self.budget} must be >= 1")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+            raise ColaError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
         if self.scorer not in SCORERS:
-            raise ValueError(f"scorer={self.scorer!r} must be one of {', '.join(SCORERS)}")
+            raise ColaError(f"scorer={self.scorer!r} must be one of {', '.join(SCORERS)}")
         for name in ("n", "rounds", "beam_width", "expand_k"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+                raise ColaError(f"{name}={getattr(self, name)} must be >= 1")
         if self.scorer.endswith("vote") and self.algorithm in (
             "beam",
             "mcts",
             "mcts-q",
         ):
             # Tree and beam searches value partial texts; a vote needs finished answers.
-            raise ValueError(
+            raise ColaError(
                 f"{self.algorithm} values states; --scorer {self.scorer} is for best-of-n"
             )
         if self.budget is not None and self.algorithm in ("greedy", "sample"):
             # One decode has no size to bound: its cost is set by --max-new-tokens alone.
-            raise ValueError(
+            raise ColaError(
                 f"--budget does not apply to {self.algorithm} (one decode, sized by "
                 "--max-new-tokens); it binds best-of-n, beam, mcts and mcts-q"
             )
         if self.candidates not in CANDIDATES:
-            raise ValueError(
+            raise ColaError(
                 f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
             )
         if self.candidates != "first-token" and self.algorithm not in ("beam", "mcts"):
-            raise ValueError("--step-candidates applies to beam and mcts")
+            raise ColaError("--step-candidates applies to beam and mcts")
         if self.gumbel and self.candidates != "first-token":
-            raise ValueError("--gumbel samples root actions; it needs first-token candidates")
+            raise ColaError("--gumbel samples root actions; it needs first-token candidates")
         if self.gumbel and self.algorithm != "mcts":
-            raise ValueError("gumbel root selection is an option of --search mcts")
+            raise ColaError("gumbel root selection is an option of --search mcts")
 
 
 def _select(scorer_name: str, scorer) -> str:
@@ -127,7 +129,7 @@ def run_search(
     ``trees`` resumes saved mcts / mcts-q searches; ``on_round(trees)`` runs after each round
     of those two (to checkpoint them)."""
     if (trees is not None or on_round is not None) and spec.algorithm not in RESUMABLE:
-        raise ValueError(f"only {' and '.join(RESUMABLE)} searches can be saved and resumed")
+        raise ColaError(f"only {' and '.join(RESUMABLE)} searches can be saved and resumed")
     vb = value_backend or backend
     # The stream lives where the model samples (a CPU generator cannot drive CUDA sampling):
     # a seed's samples are reproducible on one kind of device, not across kinds.
@@ -139,7 +141,7 @@ def run_search(
         )
     if spec.scorer in NEEDS_MODEL and scorer is None:
         what = "the searched model" if "likelihood" in spec.scorer else "--verifier DIR"
-        raise ValueError(f"--scorer {spec.scorer} needs a scorer built from {what}")
+        raise ColaError(f"--scorer {spec.scorer} needs a scorer built from {what}")
     if scorer is None and spec.scorer == "q":
         scorer = q_value_scorer(vb)
     if spec.scorer == "equations":  # reads the decoded text only: no model to build

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cola_models.errors import ColaError
+
 ROOT = 0
 FORMAT = "latent-search/tree"
 FORMAT_VERSION = 1
 
 
-class TreeFormatError(ValueError):
+class TreeFormatError(ColaError):
     """A tree file that cannot be read; the message names what is wrong."""
 
 

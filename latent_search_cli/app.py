@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from cola_models.errors import ColaError
+
 
 def _click_exceptions():
     """Click's exception module as typer uses it (typer >= 0.22 vendors its own click)."""
@@ -91,19 +93,19 @@ def _root(
     pass
 
 
-# Errors that mean "the user asked for something that cannot be done": one line, exit 2.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
-
-
 def user_errors(fn):
-    """Turn user-facing errors into ``error: <one line>`` and exit code 2 (set
-    LATENT_SEARCH_DEBUG=1 to see the traceback instead)."""
+    """Turn the project's own error type (``ColaError``: the user asked for something that
+    cannot be done) into ``error: <one line>`` and exit code 2 (set LATENT_SEARCH_DEBUG=1 to see
+    the traceback instead). Any other exception is a bug, or a library's, and keeps its
+    traceback: a ValueError from deep inside a library must not pass for bad input."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from cola_models.errors import ColaError
+
         try:
             return fn(*args, **kwargs)
-        except _USER_ERRORS as err:
+        except ColaError as err:
             if os.environ.get("LATENT_SEARCH_DEBUG"):
                 raise
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -130,7 +132,7 @@ def models(
 
     for d in dirs:
         if not d.is_dir():
-            raise FileNotFoundError(f"--dir {d} is not a directory")
+            raise ColaError(f"--dir {d} is not a directory")
     rows = list_models(dirs)
     if as_json:
         emit_json(rows)
@@ -328,6 +330,10 @@ def solve(
     for path, flag in ((tree_out, "--tree-out"), (viz, "--viz")):
         if path is not None:  # before any model work
             check_writable_file(path, flag)
+    if viz is not None:
+        from latent_search.viz import resolve_format
+
+        resolve_format(viz, None)  # an unknown format is refused before the search, not after
     spec = search_spec(locals())
     cfg = SolveConfig(
         model=model,
@@ -441,7 +447,7 @@ def evaluate(
             typer.echo(f"{mode:<16}{r['similarity']:>12.3f}{r['diversity']:>12.3f}")
         return
     if metric != "accuracy":
-        raise ValueError(f"unknown metric {metric!r}; choose accuracy or diversity")
+        raise ColaError(f"unknown metric {metric!r}; choose accuracy or diversity")
 
     spec = search_spec({**locals(), "max_new_tokens": max_new_tokens or 256})
     cfg = EvalConfig(
@@ -524,7 +530,7 @@ def compare(
     set_cpu_threads(threads)
 
     if budget_x < 1:
-        raise ValueError(f"--budget-x {budget_x} must be >= 1")
+        raise ColaError(f"--budget-x {budget_x} must be >= 1")
     from .progress import bar, is_live
 
     common = dict(
@@ -683,7 +689,11 @@ def viz(
     ] = 8,
 ) -> None:
     """Render a search tree: a self-contained HTML viewer, a graph export, or a terminal view."""
+    from cola_models.atomic import check_writable_file
     from latent_search.viz import export
+
+    if out is not None:  # a place that cannot be written: one line, before any rendering
+        check_writable_file(out, "--out")
 
     written = export(tree, out=out, fmt=fmt, max_depth=max_depth, max_width=max_width)
     if written is not None:

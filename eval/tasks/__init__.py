@@ -3,6 +3,8 @@ registry that names them. ``eval.tasks.base`` says what they share and why they 
 
 from __future__ import annotations
 
+from cola_models.errors import ColaError
+
 from .arith import ArithTask
 from .base import Problem, Task, split_of
 from .countdown import CountdownTask
@@ -17,6 +19,6 @@ def get_task(name: str) -> ArithTask | CountdownTask:
     try:
         return TASKS[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise ColaError(
             f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}"
         ) from None

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cola_models.errors import ColaError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -97,13 +99,13 @@ def _generate(
     a level can supply fails loudly instead of looping forever.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ColaError(f"split must be 'train' or 'test', got {split!r}")
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise ColaError(f"n must be >= 0, got {n}")
     chosen = tuple(weights) if levels is None else tuple(levels)
     bad = [lv for lv in chosen if lv not in weights]
     if not chosen or bad:
-        raise ValueError(
+        raise ColaError(
             f"{name}: levels must be a non-empty subset of {tuple(weights)}, got {levels}"
         )
     level_weights = [weights[lv] for lv in chosen]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cola_models.errors import ColaError
+
 BACKENDS = ("torch", "vllm")
 
 
@@ -19,6 +21,6 @@ def make_backend(name: str, model, **opts):
         from .vllm_backend import _NOT_INSTALLED, VLLMBackend, vllm_available
 
         if not vllm_available():
-            raise ValueError(_NOT_INSTALLED)
+            raise ColaError(_NOT_INSTALLED)
         return VLLMBackend(model, **opts)
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise ColaError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -62,6 +62,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from cola_models.errors import ColaError
+
 from ..types import Prior, Usage
 from .vllm_export import export_for_vllm, export_lm_for_vllm
 
@@ -151,9 +153,9 @@ class VLLMBackend:
         prior_top: int = 64,
     ) -> None:
         if not vllm_available():
-            raise ValueError(_NOT_INSTALLED)
+            raise ColaError(_NOT_INSTALLED)
         if prior_top < 1:
-            raise ValueError(f"prior_top={prior_top} must be >= 1")
+            raise ColaError(f"prior_top={prior_top} must be >= 1")
         from vllm import LLM
 
         if dtype == "auto":

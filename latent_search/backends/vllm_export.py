@@ -10,6 +10,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from cola_models.errors import ColaError
+
 
 def _head_renames(prefix: str, first: int, n: int) -> dict[str, str]:
     """ColaModel block-stack names -> HF Llama layer names at global indices first.."""
@@ -47,12 +49,12 @@ def export_for_vllm(model, directory: str | os.PathLike, *, dtype: str = "float3
     cfg = model.config
     hf = dict(cfg.backbone.hf_config)
     if hf.get("model_type") != "llama":
-        raise ValueError(
+        raise ColaError(
             f"the vLLM backend serves Llama-architecture backbones; this one is "
             f"{hf.get('model_type')!r} (use --backend torch)"
         )
     if hf.get("attention_bias") or hf.get("mlp_bias"):
-        raise ValueError("the vLLM backend does not serve backbones with attention/MLP biases")
+        raise ColaError("the vLLM backend does not serve backbones with attention/MLP biases")
     shape = model.backbone.block_shape(cfg.head_ffn)
     L = int(hf["num_hidden_layers"])
     P = cfg.policy_layers

@@ -81,6 +81,7 @@ from vllm.sequence import IntermediateTensors
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
+from cola_models.errors import ColaError
 from cola_models.world_model import WorldModelHead
 
 EXTRA_KEY = "cola"
@@ -103,7 +104,7 @@ _STACKED = (
 def _cola(config) -> dict:
     cola = getattr(config, "cola", None)
     if not isinstance(cola, dict):
-        raise ValueError("not a CoLA export: config.json lacks the 'cola' section")
+        raise ColaError("not a CoLA export: config.json lacks the 'cola' section")
     return cola
 
 
@@ -202,7 +203,7 @@ class ColaVLLMForCausalLM(nn.Module):
         self.width = self.dim + self.n_actions * (2 if self.has_q else 1)
         need = max(self.dim + 2 * self.n_actions, 4 * self.n_actions)
         if self.vocab_size < need:
-            raise ValueError(
+            raise ColaError(
                 f"CoLA on vLLM passes [h | policy | Q] and prior rows through vocabulary-sized "
                 f"logits rows: vocab {self.vocab_size} must be >= {need} (hidden {self.dim}, "
                 f"{self.n_actions} actions)"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cola_models.atomic import write_atomic
+from cola_models.errors import ColaError
 from latent_search.tree import Tree
 
 FORMATS = ("html", "svg", "png", "dot", "graphml", "text")
@@ -35,13 +36,13 @@ def resolve_format(out: str | Path | None, fmt: str | None) -> str:
     if fmt is not None:
         fmt = fmt.lower().lstrip(".")
         if fmt not in FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+            raise ColaError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         return fmt
     if out is None:
         return "text"
     suffix = Path(out).suffix.lower()
     if suffix not in _SUFFIX:
-        raise ValueError(
+        raise ColaError(
             f"cannot tell the format from {str(out)!r}; use a suffix "
             f"({', '.join(sorted(_SUFFIX))}) or --format"
         )
@@ -89,7 +90,7 @@ def export_tree(
         return None
     if out is None:
         if default_out is None:
-            raise ValueError(f"{fmt} output needs an output path")
+            raise ColaError(f"{fmt} output needs an output path")
         out = default_out.with_suffix("." + fmt)
     out = Path(out)
     data: str | bytes

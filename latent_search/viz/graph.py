@@ -15,6 +15,7 @@ import subprocess
 
 import networkx as nx
 
+from cola_models.errors import ColaError
 from latent_search.tree import ROOT, Tree
 
 from . import view
@@ -116,16 +117,16 @@ def render_dot(dot: str, fmt: str) -> bytes:
     """``dot -T<fmt>``; a one-line error when graphviz is missing or fails."""
     exe = shutil.which("dot")
     if exe is None:
-        raise FileNotFoundError(f"{fmt} export needs graphviz's `dot`: apt-get install graphviz")
+        raise ColaError(f"{fmt} export needs graphviz's `dot`: apt-get install graphviz")
     try:
         proc = subprocess.run(
             [exe, f"-T{fmt}"], input=dot.encode("utf-8"), capture_output=True, timeout=300
         )
     except subprocess.TimeoutExpired as err:
-        raise ValueError(
+        raise ColaError(
             f"graphviz took over {err.timeout:.0f}s; lower --max-depth/--max-width"
         ) from err
     if proc.returncode != 0:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise ValueError(f"graphviz failed: {msg[0] if msg else f'exit {proc.returncode}'}")
+        raise ColaError(f"graphviz failed: {msg[0] if msg else f'exit {proc.returncode}'}")
     return proc.stdout

@@ -183,3 +183,104 @@ def test_train_help_is_per_stage():
     texts = {s: runner.invoke(app, ["train", s, "--help"]).output for s in ("rl", "rft", "stage1")}
     assert len(set(texts.values())) == 3
     assert "latent actions of the correct samples" in " ".join(texts["rft"].split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["/usr/bin/latent-search", "eval", "--out", "r"], "latent-search eval --out r"),
+        (
+            ["/x/latent_search_cli/__main__.py", "train", "base"],
+            "python -m latent_search_cli train base",
+        ),
+        (["-c"], "latent-search eval"),  # a library caller: what it does
+    ],
+)
+def test_the_lock_names_the_holders_command_once(tmp_path, monkeypatch, argv, shown):
+    from cola_models.atomic import WriterLock
+
+    monkeypatch.setattr(sys, "argv", argv)
+    with WriterLock(tmp_path / "r", "latent-search eval"):
+        held = json.loads((tmp_path / "r" / WriterLock.HOLDER).read_text())
+    assert held["command"] == shown
+
+
+def test_an_unknown_viz_format_is_refused_before_the_search(tmp_path, monkeypatch):
+    import eval.solve
+
+    def never(*a, **k):
+        raise AssertionError("the search ran")
+
+    monkeypatch.setattr(eval.solve, "solve_question", never)
+    line = _fails(["solve", "What is 2 + 3?", "--viz", str(tmp_path / "t.xyz")], needle="t.xyz")
+    assert "suffix" in line
+    assert not (tmp_path / "t.xyz").exists()
+
+
+def test_viz_into_a_place_that_cannot_be_written_is_one_line(tmp_path):
+    from latent_search.tree import ROOT, Tree
+
+    tree = Tree(prompt_tokens=[1, 2])
+    tree.add_child(ROOT, 0, [3, 4], prior=1.0, terminal=True)
+    tree.save(tmp_path / "t.json")
+    for fmt in ("html", "svg", "dot", "graphml"):
+        _fails(
+            ["viz", str(tmp_path / "t.json"), "--out", f"{UNWRITABLE}.{fmt}"], needle="cannot write"
+        )
+
+
+def test_a_disk_that_fills_during_eval_is_one_line_and_keeps_what_was_written(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    import eval.runner
+
+    real, calls = eval.runner._append, []
+
+    def fills_up(path, records):
+        calls.append(len(records))
+        if len(calls) == 2:
+            with path.open("a") as f:
+                f.write('{"id": "torn')  # a half-written line, as a full disk leaves it
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, records)
+
+    monkeypatch.setattr(eval.runner, "_append", fills_up)
+    out = tmp_path / "run"
+    args = [
+        "eval",
+        "--limit",
+        "4",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "32",
+        "--out",
+        str(out),
+    ]
+    line = _fails(args, needle="No space left on device")
+    assert "the 2 finished record(s) are kept" in line
+    kept = (out / "results.jsonl").read_text().splitlines()
+    assert len(kept) == 3 and kept[-1] == '{"id": "torn'  # 2 records and the torn line
+    monkeypatch.setattr(eval.runner, "_append", real)
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(out / "results.jsonl")
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    assert [json.loads(x)["id"] for x in kept[:2]] == [r["id"] for r in rows[:2]]
+
+
+def test_a_library_bug_keeps_its_traceback(monkeypatch):
+    """Only the project's own error type is a one-line user error: a ValueError from deep
+    inside a library (or this one) is a bug and is not dressed up as bad input."""
+    import eval.solve
+
+    def bug(*a, **k):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(eval.solve, "solve_question", bug)
+    result = runner.invoke(app, ["solve", "What is 2 + 3?"])
+    assert result.exit_code != 2
+    assert isinstance(result.exception, ValueError)
+    assert "error: " not in result.output

@@ -72,3 +72,17 @@ def test_interrupted_save_keeps_previous_checkpoint(tiny_cola, tmp_path, monkeyp
         tiny_cola.save_pretrained(d)
     assert (d / "model.safetensors").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_a_run_directory_given_as_a_model_points_to_its_models(tmp_path, tiny_cola):
+    import pytest
+
+    from cola_models.errors import ColaError
+    from cola_models.loading import load_model
+
+    tiny_cola.save_pretrained(tmp_path / "pipe" / "models" / "tiny-arith")
+    with pytest.raises(ColaError, match=r"pipeline run; its models are .*models/\{tiny-arith\}"):
+        load_model(tmp_path / "pipe")
+    tiny_cola.save_pretrained(tmp_path / "stage" / "model")
+    with pytest.raises(ColaError, match=r"training run; its model is .*stage/model"):
+        load_model(tmp_path / "stage")

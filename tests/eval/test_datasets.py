@@ -239,3 +239,14 @@ def test_math500_problems_grade_with_math_verify():
     pytest.importorskip("math_verify")
     p = BenchmarkProblem("math500", "m", "q", "\\frac{1}{2}")
     assert p.grade("so \\boxed{0.5}") and not p.grade("\\boxed{0.25}")
+
+
+def test_a_line_that_is_not_utf8_spoils_only_itself_and_is_named(tmp_path):
+    good = json.dumps(MATH_ROW).encode()
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(good + b"\n" + b'{"problem": "caf\xe9", "answer": "1"}\n' + good + b"\n")
+    bench = load_math500(path)
+    assert len(bench) == 2
+    assert bench.warnings == [f"{path}:2: not UTF-8 text (byte 0xe9 at column 17)"]
+    with pytest.raises(ValueError, match=rf"^{path}:2: not UTF-8 text"):
+        load_math500(path, strict=True)
