@@ -232,7 +232,10 @@ def load_jsonl_benchmark(
     p = Path(path)
     if not p.is_file():
         raise ColaError(f"{p}: no such file")
-    bench = _convert(name, _jsonl_rows(p), str(p), strict=strict, limit=limit)
+    try:
+        bench = _convert(name, _jsonl_rows(p), str(p), strict=strict, limit=limit)
+    except OSError as err:  # unreadable: permissions, a vanished mount
+        raise ColaError(f"cannot read {p}: {err.strerror or err}") from err
     if not bench.problems:
         raise ColaError(f"{p}: no valid {name} problems")
     return bench

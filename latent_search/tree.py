@@ -234,6 +234,8 @@ class Tree:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise TreeFormatError(f"{path} is not valid JSON (truncated?): {err}") from err
+        except OSError as err:  # unreadable (permissions, a directory's race)
+            raise TreeFormatError(f"cannot read {path}: {err.strerror or err}") from err
         return cls.from_dict(data)
 
 

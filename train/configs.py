@@ -59,6 +59,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ColaError(f"config file {path} does not exist")
     try:
         return tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ColaError(f"cannot read config file {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ColaError(f"{path} is not UTF-8 text (byte {err.start + 1})") from err
     except tomllib.TOMLDecodeError as err:
         raise ColaError(f"{path} is not valid TOML: {err}") from err
 

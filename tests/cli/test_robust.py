@@ -2,6 +2,7 @@
 exit status 2, before any model work, with nothing already written lost or duplicated."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -284,3 +285,20 @@ def test_a_library_bug_keeps_its_traceback(monkeypatch):
     assert result.exit_code != 2
     assert isinstance(result.exception, ValueError)
     assert "error: " not in result.output
+
+
+def test_unreadable_inputs_are_one_line(tmp_path, monkeypatch):
+    import errno
+
+    import eval.datasets
+
+    def denied(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        yield  # a generator, as the real reader is
+
+    data = tmp_path / "m.jsonl"
+    data.write_text('{"problem": "1+1?", "answer": "2"}\n')
+    monkeypatch.setattr(eval.datasets, "_jsonl_rows", denied)
+    line = _fails(["eval", "--task", "math500", "--data", str(data), "--out", str(tmp_path / "o")],
+                  needle="cannot read")  # fmt: skip
+    assert "Permission denied" in line and not (tmp_path / "o").exists()

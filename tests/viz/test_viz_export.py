@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 from viz_trees import decode, synthetic_tree
 
+from cola_models.errors import ColaError
 from latent_search import viz
 from latent_search.tree import Tree, TreeFormatError
 from latent_search.viz import graph, htmlview, text, view
@@ -104,7 +105,7 @@ def test_png_export(tmp_path, hostile_tree_path):
 
 def test_missing_dot_is_a_one_line_error(tmp_path, hostile_tree_path, monkeypatch):
     monkeypatch.setattr(graph.shutil, "which", lambda _: None)
-    with pytest.raises(FileNotFoundError, match="apt-get install graphviz"):
+    with pytest.raises(ColaError, match="apt-get install graphviz"):
         viz.export(hostile_tree_path, out=tmp_path / "tree.svg")
     result = runner.invoke(app, ["viz", str(hostile_tree_path), "--out", str(tmp_path / "t.png")])
     assert result.exit_code == 2 and result.output.startswith("error: png export needs graphviz")
