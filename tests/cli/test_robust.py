@@ -2,7 +2,6 @@
 exit status 2, before any model work, with nothing already written lost or duplicated."""
 
 import json
-import os
 import subprocess
 import sys
 import time
