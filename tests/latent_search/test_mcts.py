@@ -44,10 +44,24 @@ def test_rows_of_a_batch_do_not_interfere():
 
 
 def test_budget_and_config_validation():
-    be = ToyBackend(n_actions=4, horizon=3)
-    cfg = MCTSConfig(simulations=200, expand_k=4, step_tokens=0, max_new_tokens=4, budget=10)
-    (res,) = mcts(be, [[0]], cfg, _value({0: [13, 12, 11]}))
-    assert res.tree.visits[ROOT] < 200
+    value = _value({0: [13, 12, 11]})
+
+    def spend(sims: int, budget: int | None = None):
+        cfg = MCTSConfig(simulations=sims, expand_k=4, step_tokens=0, max_new_tokens=4,
+                         budget=budget)  # fmt: skip
+        (res,) = mcts(ToyBackend(n_actions=4, horizon=3), [[0]], cfg, value)
+        return res
+
+    free = [spend(n).tokens_used for n in range(1, 41)]
+    step = max(b - a for a, b in zip([0, *free], free))  # the most one simulation costs
+    assert step > 0
+    capped = spend(200, budget=10)
+    # It stops at the first simulation that reaches the budget: at least the budget was spent
+    # (the free search spends more), at most one simulation past it.
+    assert free[-1] > 10 and 10 <= capped.tokens_used <= 10 + step
+    rounds = capped.tree.visits[ROOT]
+    assert capped.tokens_used == spend(rounds).tokens_used  # exactly those simulations ran
+    assert spend(rounds - 1).tokens_used < 10  # and the one before was still under it
     with pytest.raises(ValueError):
         MCTSConfig(simulations=0)
 
