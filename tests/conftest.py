@@ -2,8 +2,23 @@ import pytest
 import torch
 
 
+# Tests that start processes or engines (torchrun ranks, vLLM, a browser, the SmolLM2 GGUF):
+# marked ``long``, so that ``pytest -m "not slow and not long"`` is the fast tier.
+LONG_MODULES = (
+    "tests/train/test_distributed.py",
+    "tests/vllm_backend/",
+    "tests/cola_models/test_smollm2.py",
+    "tests/viz/test_viz_browser.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` run where torch sees a GPU and are skipped elsewhere (CI)."""
+    """Tests marked ``cuda`` run where torch sees a GPU and are skipped elsewhere (CI); the
+    process-starting ones are marked ``long``."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        if path.startswith(LONG_MODULES) or "torchrun" in item.name:
+            item.add_marker(pytest.mark.long)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
