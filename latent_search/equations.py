@@ -4,7 +4,10 @@ Worked arithmetic ("7*12=84. 84+24=108. ...") can be checked against the questio
   - a calculator: every ``a op b = r`` is recomputed exactly;
   - a reading check: every operand is a number of the question or the result of an earlier
     equation (a number the question does not hold is a misreading);
-  - the final answer is the last equation's result.
+  - the final answer is the last equation's result;
+  - every computation is a complete equation: arithmetic written outside one (a step without
+    its result, an operator left dangling) fails a check, so a text cannot reach full marks by
+    leaving out or breaking off the step that would have been wrong.
 The score is the share of these checks the text passes (1.0: nothing found wrong). No answer is
 read and no model runs, so no tokens are charged. Measured before it drives a search (README,
 "Measured: the verifier report"): on the bundled arith model's samples it ranks a problem's
@@ -26,6 +29,12 @@ _NUM = r"-?\d+(?:\.\d+)?"
 _EQUATION = re.compile(rf"({_NUM})\s*([-+*/×])\s*({_NUM})\s*=\s*({_NUM})")
 _NUMBER = re.compile(_NUM)
 _EQUALS = re.compile(r"=")
+_EXPRESSION = re.compile(rf"{_NUM}\s*[-+*/×]\s*{_NUM}")
+_DANGLING = re.compile(rf"{_NUM}\s*[-+*/×](?!\s*-?\d)")
+"""Arithmetic written outside a well-formed equation: a computation stated without its result
+("84+24 is the total"), or an operator left without its operand ("84+ then"). Either is a step
+the calculator cannot check, so each counts as a failed check: a text must not reach full marks
+by leaving out (or breaking off) the equation that would have been wrong."""
 _BOXED = re.compile(r"\\boxed\{\s*([^{}]*?)\s*\}")
 
 
@@ -90,12 +99,37 @@ def equation_checks(question: str, text: str, *, finished: bool = True) -> tuple
     # An "=" outside every well-formed equation ("7*12=x.") is a malformed one: it fails, so that
     # a text cannot escape the checks by not writing a number.
     made += len(equals) - len(found)
+    made += _unchecked_arithmetic(text, found, finished)
     if finished:
         boxed = _BOXED.findall(text)
         last = found[-1].group(4) if found else None
         passed += bool(boxed and last is not None and _same_number(boxed[-1], last))
         made += 1
     return passed, made
+
+
+def _unchecked_arithmetic(text: str, found: list[re.Match], finished: bool) -> int:
+    """Expressions and dangling operators outside ``found`` (see ``_EXPRESSION``). The tail of
+    an unfinished text may still become an equation ("84+2" before "4=108"), so it is left out
+    there."""
+    spans = [m.span() for m in found]
+    tail = len(text) if finished else _tail_start(text)
+
+    def outside(m: re.Match) -> bool:
+        return m.start() < tail and not any(a <= m.start() < b for a, b in spans)
+
+    expressions = [m for m in _EXPRESSION.finditer(text) if outside(m)]
+    covered = [m.span() for m in expressions]
+    dangling = [
+        m for m in _DANGLING.finditer(text)
+        if outside(m) and not any(a <= m.start() < b for a, b in covered)
+    ]  # fmt: skip
+    return len(expressions) + len(dangling)
+
+
+def _tail_start(text: str) -> int:
+    """Where the last sentence of a growing text starts (after the last ". " or newline)."""
+    return max(text.rfind(". "), text.rfind("\n")) + 1
 
 
 def _same_number(a: str, b: str) -> bool:

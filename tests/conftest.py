@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-
 # Tests that start processes or engines (torchrun ranks, vLLM, a browser, the SmolLM2 GGUF):
 # marked ``long``, so that ``pytest -m "not slow and not long"`` is the fast tier.
 LONG_MODULES = (

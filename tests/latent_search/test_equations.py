@@ -48,6 +48,28 @@ def test_a_result_still_being_written_waits_and_a_malformed_one_fails():
     assert equation_score(QUESTION, " 7*12=85") < 1.0  # a finished text's last result counts
 
 
+@pytest.mark.parametrize(
+    "gamed",
+    [
+        " 7*12=84. 6*4=24. 84+24 108-20=88. \\boxed{88}",  # a step without its result
+        " 7*12=84. 6*4=24. 84+24. \\boxed{24}",  # the wrong step broken off, a checked result boxed
+        " 7*12=84. 6*4=24. 84+ \\boxed{24}",  # an operator left dangling
+        " 7*12=84. 6*4=24. 84+24 is 108. 108-20=88. \\boxed{88}",  # arithmetic in words
+    ],
+)
+def test_a_text_reaches_full_marks_only_when_every_step_is_a_checked_equation(gamed):
+    """The judge is a search's adversary: leaving out, or breaking off, the equation that would
+    have been wrong must not score full marks."""
+    passed, made = equation_checks(QUESTION, gamed)
+    assert passed < made and equation_score(QUESTION, gamed) < 1.0
+
+
+def test_a_growing_tail_is_not_yet_unchecked_arithmetic():
+    assert equation_score(QUESTION, " 7*12=84. 84+2", finished=False) == 1.0  # "4=108" may come
+    assert equation_score(QUESTION, " 7*12=84. 84+", finished=False) == 1.0
+    assert equation_score(QUESTION, " 7*12=84. 84+24 dollars. 1", finished=False) < 1.0
+
+
 class ScriptedBackend:
     """Characters as tokens; each sample of a prompt is the next of ``texts``."""
 
