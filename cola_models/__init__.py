@@ -30,6 +30,8 @@ _EXPORTS = {
     "PlainLM": "lm",
     "LMState": "lm",
     "load_lm": "lm",
+    "Placement": "devices",
+    "make_generator": "devices",
 }
 
 __all__ = sorted(_EXPORTS)
