@@ -37,6 +37,50 @@ def _best_of(n: int, s: dict, scorer: str, label: str, *, token: bool = False) -
     return Method(f"best-of-{n} ({label})", "tiny-arith", spec)
 
 
+BUNDLED = "tiny-arith"
+_RELATIVES = ("tiny-arith-bc", "tiny-arith-token-rl", "tiny-arith-base")
+"""The bundled model's own baselines: before latent RL, token RL, and its base LM."""
+
+
+def greedy_method(model: str = BUNDLED) -> Method:
+    """The run whose tokens per problem size every budget (``--budget-x``)."""
+    return Method("greedy (latent RL)" if model == BUNDLED else "greedy", model, SearchSpec())
+
+
+def methods_for(
+    model: str, budget: int | None, greedy_tokens: float | None, *, has_q: bool = True
+) -> list[Method]:
+    """``default_methods`` for ``model``: the bundled model keeps every row; another CoLA model
+    keeps its own greedy, sampling and searches (its Q-judged rows only when it has a Q head),
+    and the rows of the bundled model's relatives (BC, token RL, the base LM's tokens) go."""
+    rows = default_methods(budget, greedy_tokens)
+    if model == BUNDLED:
+        return rows
+    out = []
+    for m in rows:
+        if m.model in _RELATIVES or m.value_model is not None:
+            continue
+        if not has_q and m.search.scorer == "q" and m.search.algorithm not in ("greedy", "sample"):
+            continue
+        if m.search.algorithm == "mcts-q" and not has_q:
+            continue
+        name = m.name.replace(" (latent RL)", "")
+        out.append(Method(name, model, m.search, m.value_model, m.level))
+    return out
+
+
+def model_has_q(model: str) -> bool:
+    """Whether a CoLA model (a bundled name or a checkpoint directory) has a Q head, read from
+    its config.json; a name that is no CoLA model is refused in one line."""
+    from cola_models.catalog import checkpoint_kind, resolve_name
+    from cola_models.checkpoint import read_json
+
+    path = resolve_name(model)
+    if path is None or checkpoint_kind(path) != "cola":
+        raise ColaError(f"--model {model!r} is not a CoLA model (a bundled name or a directory)")
+    return bool(read_json(path / "config.json")["cola"].get("q_head"))
+
+
 def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Method]:
     """The comparison the README reports: CoLA before/after latent RL, token-level RL, and every
     search over latent actions and over tokens. Search sizes are large and the budget binds."""

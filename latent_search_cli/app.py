@@ -511,6 +511,13 @@ def evaluate(
 def compare(
     out: Annotated[Path, typer.Option(help="Directory: one eval run per method + compare.md/png.")],
     task: Annotated[str, typer.Option(help="arith | countdown | math500 | gsm8k")] = "arith",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="CoLA model whose greedy decoding, sampling and searches are compared. The "
+            "bundled tiny-arith also brings its BC, token-RL and base-LM rows."
+        ),
+    ] = "tiny-arith",
     limit: Annotated[int | None, typer.Option(help="Problems per method.")] = 100,
     data: Annotated[Path | None, typer.Option(help="JSONL file (math500, gsm8k).")] = None,
     budget_x: Annotated[
@@ -525,7 +532,7 @@ def compare(
 ) -> None:
     """Compare greedy/sampled CoLA (BC, latent RL), token RL and every search at one budget."""
     from cola_models.devices import set_cpu_threads
-    from eval.compare import Method, default_methods, run_compare
+    from eval.compare import greedy_method, methods_for, model_has_q, run_compare
 
     set_cpu_threads(threads)
 
@@ -546,8 +553,9 @@ def compare(
         def progress(name: str):
             return eval_progress(lambda done, total, info: update(done, total, f"{name}: {info}"))
 
+        has_q = model_has_q(model)  # a model that is not there: one line, nothing run
         (greedy,) = run_compare(
-            [Method("greedy (latent RL)", "tiny-arith")],
+            [greedy_method(model)],
             batch_size=batch_size,
             backend=backend,
             progress=progress,
@@ -555,7 +563,7 @@ def compare(
         )
         budget = max(1, round(budget_x * greedy["tokens_per_problem"]))
         rows = run_compare(
-            default_methods(budget, greedy["tokens_per_problem"]),
+            methods_for(model, budget, greedy["tokens_per_problem"], has_q=has_q),
             batch_size=batch_size,
             backend=backend,
             progress=progress,

@@ -158,3 +158,27 @@ def test_the_torch_backend_runs_the_q_head_only_for_searches_that_read_it(
     s = load_searcher("tiny-arith", SearchSpec(algorithm=algorithm, scorer=scorer))
     prior = s.backend.prior([[1, 40, 41]])
     assert (prior.q is not None) == wants_q
+
+
+def test_compare_runs_on_another_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from eval.compare import methods_for
+    from latent_search_cli.app import app
+
+    bundled = {m.model for m in methods_for("tiny-arith", 100, 50.0)}
+    assert {"tiny-arith", "tiny-arith-bc", "tiny-arith-token-rl", "tiny-arith-base"} <= bundled
+    mine = methods_for("runs/mine", 100, 50.0, has_q=False)
+    assert {m.model for m in mine} == {"runs/mine"} and mine[0].name == "greedy"
+    assert all(m.search.scorer != "q" or m.search.algorithm in ("greedy", "sample") for m in mine)
+    runner = CliRunner()
+    bad = runner.invoke(
+        app, ["compare", "--model", "tiny-arith-base", "--out", str(tmp_path / "x")]
+    )
+    assert bad.exit_code == 2 and "is not a CoLA model" in bad.output
+    args = ["compare", "--model", "tiny-arith-bc", "--limit", "1", "--budget-x", "2", "--out",
+            str(tmp_path / "c"), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output.strip().splitlines()[-1])
+    assert {r["model"] for r in rows} == {"tiny-arith-bc"} and len(rows) >= 5
