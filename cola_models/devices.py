@@ -136,7 +136,7 @@ def cpu_threads(requested: int | None = None) -> int:
     busy on right now (:func:`busy_cores`), at least 1.
 
     Why not torch's default (every core): on a shared machine, threads that wait for cores
-    another process holds spin and stall each other. Measured on a 2-core machine (README,
+    another process holds spin and stall each other. Measured on a 2-core machine (docs/gpu.md,
     "Threads"; ``bench/threads.py``): a 64-problem beam eval with one core busy elsewhere took
     44.9 s on 2 threads, 31.5 s on 1 (this default: 31.8 s); idle, 24.6 s on 2 and 33.8 s on 1
     (this default: 25.0 s).

@@ -82,7 +82,7 @@ def model_has_q(model: str) -> bool:
 
 
 def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Method]:
-    """The comparison the README reports: CoLA before/after latent RL, token-level RL, and every
+    """The comparison docs/evaluation.md reports: CoLA before/after latent RL, token-level RL, and every
     search over latent actions and over tokens. Search sizes are large and the budget binds."""
     big = 64 if budget else 16
     n = max(2, int(budget // greedy_tokens)) if budget and greedy_tokens else 8

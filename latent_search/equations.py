@@ -9,7 +9,7 @@ Worked arithmetic ("7*12=84. 84+24=108. ...") can be checked against the questio
     its result, an operator left dangling) fails a check, so a text cannot reach full marks by
     leaving out or breaking off the step that would have been wrong.
 The score is the share of these checks the text passes (1.0: nothing found wrong). No answer is
-read and no model runs, so no tokens are charged. Measured before it drives a search (README,
+read and no model runs, so no tokens are charged. Measured before it drives a search (docs/search.md,
 "Measured: the verifier report"): on the bundled arith model's samples it ranks a problem's
 right samples above its wrong ones at within-problem AUC 0.81 [0.77, 0.85], against the
 likelihood's 0.74 and the Q head's 0.50; the calculator alone does most of it (most of that

@@ -156,7 +156,7 @@ ScorerOpt = Annotated[
         "mean token probability) | equations (no model: the text's equations recomputed, their "
         "numbers found in the question) | equations-likelihood (ties broken by likelihood) | vote | "
         "weighted-vote | likelihood-vote (best-of-n). Default: equations-likelihood for "
-        "best-of-n, equations otherwise (what the README's measurements support)."
+        "best-of-n, equations otherwise (what docs/search.md's measurements support)."
     ),
 ]
 VerifierOpt = Annotated[
@@ -263,7 +263,7 @@ def search_spec(flags: dict):
 
     fields = {field: flags[flag] for flag, field in _SPEC_FLAGS.items()}
     beam = fields["algorithm"] == "beam"
-    # Defaults are what README "Measured: the equation check" found best: a beam over single
+    # Defaults are what docs/search.md "Measured: the equation check" found best: a beam over single
     # tokens, 8 wide, every action tried, judged by the equation check (best-of-n: ties broken
     # by the likelihood, so that a text without equations is ranked by it).
     unset = {
@@ -290,7 +290,7 @@ def solve(
         typer.Option(
             help="greedy | sample | best-of-n | beam | mcts | mcts-q. Default: beam over single "
             "tokens, 8 wide, every action tried, judged by the equation check: the best "
-            "gold-free search measured here (README)."
+            "gold-free search measured here (docs/search.md)."
         ),
     ] = "beam",
     budget: BudgetOpt = None,

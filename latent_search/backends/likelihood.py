@@ -1,7 +1,7 @@
 """The searched model's own language model as a gold-free scorer: exp(mean log p) of the tokens
 after the prompt, under the LM head (a CoLA model's frozen backbone, or a plain LM).
 
-Nothing is trained and no answer is read. Measured before it drives a search (README, "Measured:
+Nothing is trained and no answer is read. Measured before it drives a search (docs/search.md, "Measured:
 the verifier report"): on the bundled model's samples it ranks a problem's right samples above
 its wrong ones at within-problem AUC 0.70 [0.65, 0.76], where the Q head (0.49) and the trained
 verifier (0.56) are at or near chance.

