@@ -23,10 +23,14 @@ from common import machine  # noqa: E402
 
 def methods():
     from eval.compare import Method
-    from latent_search.search import SearchSpec as S
+    from latent_search.search import SearchSpec
 
     lat, base, q = "tiny-arith", "tiny-arith-base", "tiny-arith"
     tok = {"value_model": q, "level": "token"}
+
+    def S(**kw):  # noqa: N802 - the searches as first measured: Q-judged, first-token steps
+        return SearchSpec(**{"scorer": "q", "candidates": "first-token", **kw})
+
     return [
         Method("greedy", lat, S()),
         Method("best-of-4 (Q)", lat, S(algorithm="best-of-n", n=4)),

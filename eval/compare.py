@@ -87,6 +87,9 @@ def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Met
     big = 64 if budget else 16
     n = max(2, int(budget // greedy_tokens)) if budget and greedy_tokens else 8
     s = dict(budget=budget)  # greedy and sample take none: one decode has no size to bound
+    # The rows named plainly ("beam", "mcts", "mcts-q", the token searches) are the searches as
+    # the reference runs them: first-token steps valued by the Q head, 4 wide.
+    q = dict(scorer="q", beam_width=4, expand_k=4, candidates="first-token")
     return [
         Method("greedy (BC)", "tiny-arith-bc", SearchSpec()),
         Method("sample (BC)", "tiny-arith-bc", SearchSpec(algorithm="sample")),
@@ -123,20 +126,20 @@ def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Met
                 expand_k=64,
             ),
         ),
-        Method("beam", "tiny-arith", SearchSpec(**s, algorithm="beam", max_new_tokens=256)),
-        Method("mcts", "tiny-arith", SearchSpec(**s, algorithm="mcts", rounds=big)),
-        Method("mcts-q", "tiny-arith", SearchSpec(**s, algorithm="mcts-q", rounds=big)),
+        Method("beam", "tiny-arith", SearchSpec(**s, **q, algorithm="beam", max_new_tokens=256)),
+        Method("mcts", "tiny-arith", SearchSpec(**s, **q, algorithm="mcts", rounds=big)),
+        Method("mcts-q", "tiny-arith", SearchSpec(**s, algorithm="mcts-q", rounds=big, scorer="q")),
         Method(
             "token beam",
             "tiny-arith-base",
-            SearchSpec(**s, algorithm="beam"),
+            SearchSpec(**s, **q, algorithm="beam"),
             value_model="tiny-arith",
             level="token",
         ),
         Method(
             "token mcts",
             "tiny-arith-base",
-            SearchSpec(**s, algorithm="mcts", rounds=big),
+            SearchSpec(**s, **q, algorithm="mcts", rounds=big),
             value_model="tiny-arith",
             level="token",
         ),

@@ -45,24 +45,45 @@ class SearchSpec:
     """Samples of best-of-n."""
     rounds: int = 32
     """Selection rounds of mcts-q; simulations of mcts."""
-    scorer: str = "q"
+    scorer: str | None = None
     """How rollouts / samples / states are judged without the gold answer: "q" (the Q head's
     value), "verifier" (a reward model: P(right) of the text so far), "likelihood" (the searched
     model's own LM: the mean token probability of the text after the prompt; nothing trained),
-    "vote" (best-of-n: majority answer), "weighted-vote" / "likelihood-vote" (best-of-n: answers
-    weighted by the verifier / by the likelihood)."""
+    "equations" (no model: the text's equations recomputed, their numbers found in the
+    question), "equations-likelihood" (ties broken by the likelihood), "vote" (best-of-n:
+    majority answer), "weighted-vote" / "likelihood-vote" (best-of-n: answers weighted by the
+    verifier / by the likelihood). None: "equations-likelihood" for best-of-n, "equations"
+    otherwise (what docs/search.md's measurements support)."""
     seed: int = 0
-    beam_width: int = 4
-    expand_k: int = 4
-    """Actions tried per node by beam and mcts (distinct first tokens)."""
+    beam_width: int | None = None
+    """None: 8."""
+    expand_k: int | None = None
+    """Actions tried per node by beam and mcts (distinct first tokens). None: beam 64 (every
+    action), mcts 4."""
     gumbel: bool = False
     """mcts: Gumbel root selection (sequential halving) instead of PUCT at the root."""
-    candidates: str = "first-token"
+    candidates: str | None = None
     """beam / mcts: a node's child steps are its top actions' first tokens completed greedily
     ("first-token"), the policy's own samples of the whole step ("sampled"), or single tokens,
-    the distinct tokens of the top actions ("token"; a beam then runs a step per token)."""
+    the distinct tokens of the top actions ("token"; a beam then runs a step per token).
+    None: "token" for beam, "first-token" otherwise."""
 
     def __post_init__(self) -> None:
+        # The one set of defaults (the CLI passes its flags through, None where unset): a beam
+        # over single tokens, 8 wide, every action tried, judged by the equation check.
+        beam = self.algorithm == "beam"
+        fill = {
+            "scorer": "equations-likelihood" if self.algorithm == "best-of-n" else "equations",
+            "beam_width": 8,
+            "expand_k": 64 if beam else 4,
+            "candidates": "token" if beam else "first-token",
+        }
+        for name, value in fill.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ColaError(
                 f"unknown search {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"

@@ -242,40 +242,38 @@ def eval_progress(update):
 
 
 # The command-line flags that make a SearchSpec, and the spec field each one sets.
-_SPEC_FLAGS = {
-    "search": "algorithm",
-    "budget": "budget",
-    "scorer": "scorer",
-    "max_new_tokens": "max_new_tokens",
-    "seed": "seed",
-    "rounds": "rounds",
-    "n": "n",
-    "beam_width": "beam_width",
-    "expand_k": "expand_k",
-    "gumbel": "gumbel",
-    "step_candidates": "candidates",
-}
-
-
-def search_spec(flags: dict):
-    """The SearchSpec a command's flags ask for (validated: a bad combination is one line)."""
+def search_spec(
+    *,
+    search: str,
+    budget: int | None,
+    scorer: str | None,
+    max_new_tokens: int,
+    seed: int,
+    rounds: int,
+    n: int,
+    beam_width: int | None,
+    expand_k: int | None,
+    gumbel: bool,
+    step_candidates: str | None,
+):
+    """The SearchSpec a command's flags ask for. Unset flags stay None: ``SearchSpec`` owns the
+    defaults, so the CLI and the library search the same way (validated: a bad combination is
+    one line)."""
     from latent_search.search import SearchSpec
 
-    fields = {field: flags[flag] for flag, field in _SPEC_FLAGS.items()}
-    beam = fields["algorithm"] == "beam"
-    # Defaults are what docs/search.md "Measured: the equation check" found best: a beam over single
-    # tokens, 8 wide, every action tried, judged by the equation check (best-of-n: ties broken
-    # by the likelihood, so that a text without equations is ranked by it).
-    unset = {
-        "scorer": "equations-likelihood" if fields["algorithm"] == "best-of-n" else "equations",
-        "beam_width": 8,
-        "expand_k": 64 if beam else 4,
-        "candidates": "token" if beam else "first-token",
-    }
-    for field, value in unset.items():
-        if fields[field] is None:
-            fields[field] = value
-    return SearchSpec(**fields)
+    return SearchSpec(
+        algorithm=search,
+        budget=budget,
+        scorer=scorer,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        rounds=rounds,
+        n=n,
+        beam_width=beam_width,
+        expand_k=expand_k,
+        gumbel=gumbel,
+        candidates=step_candidates,
+    )
 
 
 @app.command()
@@ -334,7 +332,19 @@ def solve(
         from latent_search.viz import resolve_format
 
         resolve_format(viz, None)  # an unknown format is refused before the search, not after
-    spec = search_spec(locals())
+    spec = search_spec(
+        search=search,
+        budget=budget,
+        scorer=scorer,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        rounds=rounds,
+        n=n,
+        beam_width=beam_width,
+        expand_k=expand_k,
+        gumbel=gumbel,
+        step_candidates=step_candidates,
+    )
     cfg = SolveConfig(
         model=model,
         search=spec,
@@ -449,7 +459,19 @@ def evaluate(
     if metric != "accuracy":
         raise ColaError(f"unknown metric {metric!r}; choose accuracy or diversity")
 
-    spec = search_spec({**locals(), "max_new_tokens": max_new_tokens or 256})
+    spec = search_spec(
+        search=search,
+        budget=budget,
+        scorer=scorer,
+        max_new_tokens=max_new_tokens or 256,
+        seed=seed,
+        rounds=rounds,
+        n=n,
+        beam_width=beam_width,
+        expand_k=expand_k,
+        gumbel=gumbel,
+        step_candidates=step_candidates,
+    )
     cfg = EvalConfig(
         task=task,
         model=model,

@@ -152,3 +152,24 @@ def test_solve_defaults_to_the_per_token_beam_judged_by_equations():
     mcts = config("--search", "mcts", "--rounds", "2")
     assert (mcts["candidates"], mcts["expand_k"], mcts["scorer"]) == ("first-token", 4, "equations")
     assert config("--search", "beam", "--beam-width", "2", "--expand-k", "3")["expand_k"] == 3
+
+
+@pytest.mark.parametrize("algorithm", ["greedy", "sample", "best-of-n", "beam", "mcts", "mcts-q"])
+def test_the_library_and_the_cli_share_one_set_of_defaults(algorithm):
+    """`SearchSpec(algorithm)` is what the CLI runs for `--search algorithm` with no other flag:
+    the CLI passes its flags through, None where unset, and SearchSpec fills them."""
+    from dataclasses import asdict
+
+    from latent_search_cli.app import search_spec
+
+    unset = dict(budget=None, scorer=None, beam_width=None, expand_k=None, step_candidates=None)
+    cli = search_spec(search=algorithm, max_new_tokens=256, seed=0, rounds=32, n=8, gumbel=False,
+                      **unset)  # fmt: skip
+    assert asdict(cli) == asdict(SearchSpec(algorithm))
+    beam = SearchSpec("beam")
+    assert (beam.scorer, beam.beam_width, beam.expand_k, beam.candidates) == (
+        "equations",
+        8,
+        64,
+        "token",
+    )

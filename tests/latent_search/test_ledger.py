@@ -7,16 +7,18 @@ from toy_world import ToyBackend
 
 from latent_search.search import SearchSpec, run_search
 
+# Judged by the toy's Q (its texts have no equations), over first-token steps unless named.
+Q = dict(scorer="q")
 SEARCHES = [
     SearchSpec("greedy", max_new_tokens=8),
     SearchSpec("sample", max_new_tokens=8),
-    SearchSpec("best-of-n", n=4, max_new_tokens=8),
-    SearchSpec("beam", max_new_tokens=8, expand_k=3),
-    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3),
-    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, gumbel=True),
-    SearchSpec("mcts-q", rounds=12, max_new_tokens=8),
-    SearchSpec("beam", max_new_tokens=8, expand_k=3, candidates="sampled"),
-    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, candidates="sampled"),
+    SearchSpec("best-of-n", n=4, max_new_tokens=8, **Q),
+    SearchSpec("beam", max_new_tokens=8, expand_k=3, beam_width=4, candidates="first-token", **Q),
+    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, **Q),
+    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, gumbel=True, **Q),
+    SearchSpec("mcts-q", rounds=12, max_new_tokens=8, **Q),
+    SearchSpec("beam", max_new_tokens=8, expand_k=3, candidates="sampled", **Q),
+    SearchSpec("mcts", rounds=12, max_new_tokens=8, expand_k=3, candidates="sampled", **Q),
 ]
 
 
@@ -63,7 +65,9 @@ def test_a_budget_binds_every_search_that_takes_one(algorithm):
                 rounds=40, max_depth=8, rollout_tokens=8, macro_tokens=0, budget=budget
             )
             return mcts_q(backend, [[0]], cfg, q_value_scorer(backend))[0]
-        spec = SearchSpec(algorithm, n=16, rounds=40, max_new_tokens=8, expand_k=3, budget=budget)
+        spec = SearchSpec(
+            algorithm, n=16, rounds=40, max_new_tokens=8, expand_k=3, budget=budget, scorer="q"
+        )
         return run_search(backend, [[0]], spec, answer_fn=str)[0]
 
     free, capped = run(None), run(12)
@@ -80,6 +84,6 @@ def test_a_budget_is_refused_where_nothing_can_bind(algorithm):
 
 
 def test_best_of_n_under_a_budget_draws_fewer_samples():
-    spec = SearchSpec("best-of-n", n=8, max_new_tokens=8, budget=12)
+    spec = SearchSpec("best-of-n", n=8, max_new_tokens=8, budget=12, scorer="q")
     (res,) = run_search(ToyBackend(n_actions=4, horizon=4), [[0]], spec, answer_fn=str)
     assert 1 <= len(res.stats["scores"]) < 8

@@ -43,7 +43,7 @@ def test_per_problem_tokens_add_up_to_all_model_work(tiny_cola):
     prompts = [[1, 40, 41], [1, 50, 51, 52]]
     for algorithm in ALGORITHMS:
         be = TorchBackend(tiny_cola)
-        spec = SearchSpec(algorithm=algorithm, max_new_tokens=6, n=3, rounds=4)
+        spec = SearchSpec(algorithm=algorithm, max_new_tokens=6, n=3, rounds=4, scorer="q")
         results = run_search(be, prompts, spec, answer_fn=lambda t: t[:1])
         assert sum(r.tokens_used for r in results) == be.usage.tokens, algorithm
         assert all(r.tokens_used > 0 for r in results)

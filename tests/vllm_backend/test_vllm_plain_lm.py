@@ -96,7 +96,15 @@ def test_sampled_rollouts_follow_the_seed(vllm_backend, prompts):
     "spec",
     [
         SearchSpec(algorithm="greedy", max_new_tokens=64),
-        SearchSpec(algorithm="beam", beam_width=2, expand_k=2, max_new_tokens=48, seed=0),
+        SearchSpec(
+            algorithm="beam",
+            beam_width=2,
+            expand_k=2,
+            max_new_tokens=48,
+            seed=0,
+            scorer="q",
+            candidates="first-token",
+        ),
     ],
     ids=lambda s: s.algorithm,
 )

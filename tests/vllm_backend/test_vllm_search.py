@@ -37,8 +37,16 @@ def vllm_backend(model):
     "spec",
     [
         SearchSpec(algorithm="greedy", max_new_tokens=64),
-        SearchSpec(algorithm="mcts-q", rounds=2, max_new_tokens=64, seed=0),
-        SearchSpec(algorithm="beam", max_new_tokens=48, seed=0),
+        SearchSpec(algorithm="mcts-q", rounds=2, max_new_tokens=64, seed=0, scorer="q"),
+        SearchSpec(
+            algorithm="beam",
+            max_new_tokens=48,
+            seed=0,
+            scorer="q",
+            candidates="first-token",
+            beam_width=4,
+            expand_k=4,
+        ),
     ],
     ids=lambda s: s.algorithm,
 )
@@ -53,7 +61,7 @@ def test_search_answers_equal_torch(model, vllm_backend, prompts, spec):
 
 
 def test_best_of_n_samples_are_seeded(vllm_backend, prompts):
-    spec = SearchSpec(algorithm="best-of-n", n=4, max_new_tokens=64, seed=5)
+    spec = SearchSpec(algorithm="best-of-n", n=4, max_new_tokens=64, seed=5, scorer="q")
     a = run_search(vllm_backend, prompts, spec)
     b = run_search(vllm_backend, prompts, spec)
     assert [r.tokens for r in a] == [r.tokens for r in b]
@@ -81,11 +89,21 @@ def test_sampled_rollouts_are_seeded_and_use_n(vllm_backend, prompts):
 @pytest.mark.parametrize(
     "spec",
     [
-        SearchSpec(algorithm="best-of-n", n=2, max_new_tokens=32, seed=0),
-        SearchSpec(algorithm="beam", max_new_tokens=24, seed=0),
+        SearchSpec(algorithm="best-of-n", n=2, max_new_tokens=32, seed=0, scorer="q"),
+        SearchSpec(
+            algorithm="beam",
+            max_new_tokens=24,
+            seed=0,
+            scorer="q",
+            candidates="first-token",
+            beam_width=4,
+            expand_k=4,
+        ),
         # Gumbel roots sample actions outside the prior's prefetched top 8: paid expansions.
-        SearchSpec(algorithm="mcts", rounds=3, expand_k=16, gumbel=True, max_new_tokens=24),
-        SearchSpec(algorithm="mcts-q", rounds=2, max_new_tokens=24, seed=0),
+        SearchSpec(
+            algorithm="mcts", rounds=3, expand_k=16, gumbel=True, max_new_tokens=24, scorer="q"
+        ),
+        SearchSpec(algorithm="mcts-q", rounds=2, max_new_tokens=24, seed=0, scorer="q"),
     ],
     ids=lambda s: s.algorithm,
 )
