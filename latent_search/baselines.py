@@ -50,10 +50,16 @@ def decode_once(
     return ledger.results(choices, algorithm=algorithm, config=config)
 
 
-def _draw(ledger: Ledger, prompts, cfg: BestOfNConfig, generator) -> list[list[list[int]]]:
-    """Samples of each prompt. Without a budget all n at once (one batch of P * n rows); with one,
-    in rounds of one sample per problem still under budget."""
+def _draw(
+    ledger: Ledger, prompts, cfg: BestOfNConfig, generator, judge
+) -> tuple[list[list[list[int]]], list[list[float]]]:
+    """Samples of each prompt and the judge's score of each (``judge(owners, seqs)``; None:
+    no judge runs a model, e.g. a vote). Without a budget all n at once (one batch of P * n
+    rows, one judge call); with one, in rounds of one sample per problem still under budget,
+    each judged in its round, so that the judge's tokens count before the next round starts:
+    a problem's spend passes its budget by at most one sample and its judge pass."""
     samples: list[list[list[int]]] = [[] for _ in prompts]
+    scores: list[list[float]] = [[] for _ in prompts]
     rounds = 1 if cfg.budget is None else cfg.n
     per_round = cfg.n if cfg.budget is None else 1
     for _ in range(rounds):
@@ -62,9 +68,12 @@ def _draw(ledger: Ledger, prompts, cfg: BestOfNConfig, generator) -> list[list[l
         outs = ledger.rollout(
             rows, [prompts[i] for i in rows], cfg.max_new_tokens, sample=True, generator=generator
         )
-        for i, o in zip(rows, outs):
+        judged = judge(rows, [prompts[i] + o for i, o in zip(rows, outs)]) if judge else None
+        for r, (i, o) in enumerate(zip(rows, outs)):
             samples[i].append(o)
-    return samples
+            if judged is not None:
+                scores[i].append(judged[r])
+    return samples, scores
 
 
 def _sample_tree(prompt, outs, scores, eos) -> tuple[Tree, list[int]]:
@@ -95,15 +104,14 @@ def best_of_n(
     if cfg.select != "vote" and scorer is None:
         raise ValueError(f"{cfg.select} selection needs a scorer")
     ledger = Ledger(backend, len(prompts), budget=cfg.budget, prompt_lens=[len(p) for p in prompts])
-    samples = _draw(ledger, prompts, cfg, generator)
-    owners = [i for i, outs in enumerate(samples) for _ in outs]
-    flat = [o for outs in samples for o in outs]
+    judge = None if cfg.select == "vote" else (lambda rows, seqs: ledger.score(rows, scorer, seqs))
+    samples, judged = _draw(ledger, prompts, cfg, generator, judge)
     if cfg.select == "vote":
         scores = []
         for outs in samples:
             scores += vote_scores([answer_fn(backend.decode(o)) for o in outs])
-    else:  # one scorer call for every sample of every problem
-        scores = ledger.score(owners, scorer, [prompts[i] + o for i, o in zip(owners, flat)])
+    else:
+        scores = [s for per in judged for s in per]
     if cfg.select == "weighted_vote":  # each sample's score becomes its answer's total weight
         at, weighted = 0, []
         for outs in samples:

@@ -87,3 +87,22 @@ def test_best_of_n_under_a_budget_draws_fewer_samples():
     spec = SearchSpec("best-of-n", n=8, max_new_tokens=8, budget=12, scorer="q")
     (res,) = run_search(ToyBackend(n_actions=4, horizon=4), [[0]], spec, answer_fn=str)
     assert 1 <= len(res.stats["scores"]) < 8
+
+
+def test_a_best_of_n_budget_counts_its_judge_before_drawing_again(tiny_arith):
+    """The judge's pass (here the model's own likelihood: a forward pass per sample) is charged
+    in the round that drew the sample, so the spend passes the budget by at most one sample and
+    its judge pass (before: every sample drawn under the budget, then all of them judged)."""
+    from latent_search.backends.likelihood import likelihood_scorer
+    from latent_search.backends.torch_backend import TorchBackend
+
+    backend = TorchBackend(tiny_arith, values=False)
+    prompt = tiny_arith.tokenizer("Tom has 3 apples. Ann gives him 4 more. How many apples?")[
+        "input_ids"
+    ]
+    budget, new = 300, 64
+    spec = SearchSpec("best-of-n", n=16, max_new_tokens=new, budget=budget, scorer="likelihood")
+    (res,) = run_search(backend, [prompt], spec, scorer=likelihood_scorer(tiny_arith))
+    one_step = 2 * (len(prompt) + new)  # a sample's rollout and its judge pass, at most
+    assert budget <= res.tokens_used <= budget + one_step
+    assert 1 < len(res.stats["scores"]) < 16
