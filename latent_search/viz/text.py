@@ -54,15 +54,36 @@ def build(tree: Tree, max_depth: int | None, max_width: int | None) -> RichTree:
     return top
 
 
-def render(tree: Tree, max_depth: int | None, max_width: int | None, *, color: bool) -> str:
-    """The tree as terminal text (ANSI colours when ``color``)."""
+def chosen_answer(tree: Tree) -> Text | None:
+    """The chosen node's whole text and what the judge said of it, as a block below the tree:
+    deep in a narrow terminal the tree's own label of it is indented out of sight."""
+    node = view.chosen(tree)
+    if node is None:
+        return None
+    said = "  ".join(f"{k} {v}" for k, v in view.stats(tree, node))
+    block = Text(f"chosen answer (node {node}{', ' + said if said else ''}):\n", "bold dark_orange")
+    block.append(view.clean("".join(view.edge_text(tree, n) for n in tree.path(node))).strip())
+    return block
+
+
+def _print(console: Console, tree: Tree, max_depth: int | None, max_width: int | None) -> None:
+    console.print(build(tree, max_depth, max_width))
+    answer = chosen_answer(tree)
+    if answer is not None:
+        console.print(answer)
+
+
+def render(
+    tree: Tree, max_depth: int | None, max_width: int | None, *, color: bool, width: int = 160
+) -> str:
+    """The tree as terminal text (ANSI colours when ``color``), the chosen answer below it."""
     buf = io.StringIO()
     console = Console(
-        file=buf, width=160, force_terminal=color, color_system="standard" if color else None
+        file=buf, width=width, force_terminal=color, color_system="standard" if color else None
     )
-    console.print(build(tree, max_depth, max_width))
+    _print(console, tree, max_depth, max_width)
     return buf.getvalue()
 
 
 def show(tree: Tree, max_depth: int | None, max_width: int | None) -> None:
-    Console().print(build(tree, max_depth, max_width))
+    _print(Console(), tree, max_depth, max_width)

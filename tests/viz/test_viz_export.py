@@ -204,3 +204,24 @@ def test_export_tree_decodes_an_in_memory_tree(tmp_path):
     data = json.loads(re.search(r'id="tree-data">(.*?)</script>', page, re.S).group(1))
     assert data["text"] == [view.clean(t) for t in tree.text["edges"]]
     assert data["prompt"] == view.clean(decode(tree.prompt_tokens))
+
+
+def test_the_terminal_view_shows_the_chosen_answer_whole_at_80_columns():
+    """A per-token search's tree is deep: at 80 columns the chosen leaf's own label is indented
+    out of sight, so the chosen answer is printed whole below the tree, with what the judge
+    said of it."""
+    from latent_search.tree import ROOT
+    from latent_search.viz import text
+
+    words = [f" w{i}" for i in range(60)]  # one token per edge, 60 deep
+    tree = Tree(prompt_tokens=[1])
+    node = ROOT
+    for i, _ in enumerate(words):
+        node = tree.add_child(node, 0, [i + 2], prior=0.9, terminal=i == len(words) - 1)
+    tree.value[node], tree.visits[node] = 0.75, 1
+    tree.meta["chosen"] = node
+    tree.text = {"edges": [""] + words}
+    out = text.render(tree, None, None, color=False, width=80)
+    below = out.split("chosen answer", 1)[1]
+    assert f"(node {node}, N 1  V 0.750" in below
+    assert " ".join(below.split()).endswith(" ".join(w.strip() for w in words))  # all 60, whole
