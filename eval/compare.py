@@ -208,6 +208,34 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKERS = "osD^vP*Xph"
+
+
+def _family(method: str) -> str:
+    """greedy / sample / best-of / beam / mcts / mcts-q: what colour a method is drawn in."""
+    name = method.removeprefix("token ")
+    for family in ("greedy", "sample", "best-of", "beam", "mcts-q", "mcts"):
+        if name.startswith(family):
+            return family
+    return name.split()[0] if name else "?"
+
+
+def styles(rows: list[dict]) -> list[tuple[int, str, bool]]:
+    """(colour index, marker, filled) of each row: a colour per family of search, a marker per
+    method within it, hollow for token-level methods. No two rows look alike (up to 10 families
+    of 10 methods), where 18 colours of one palette did."""
+    families: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        fam = _family(r["method"])
+        index = families.setdefault(fam, len(families))
+        k = seen.get(fam, 0)
+        seen[fam] = k + 1
+        out.append((index, MARKERS[k % len(MARKERS)], r["level"] != "token"))
+    return out
+
+
 def plot(rows: list[dict], path: Path, *, title: str) -> None:
     """Accuracy (with 95% CI) against tokens per problem, log x; latent circles, token squares."""
     try:
@@ -218,18 +246,20 @@ def plot(rows: list[dict], path: Path, *, title: str) -> None:
     except ImportError as err:
         raise ColaError("the plot needs matplotlib: pip install 'latent-search[plot]'") from err
     fig, ax = plt.subplots(figsize=(9.5, 4.8), dpi=120)
-    colors = plt.get_cmap("tab20").colors  # one colour per method (tab10 repeats after 10)
-    for i, r in enumerate(rows):
+    colors = plt.get_cmap("tab10").colors
+    for r, (family, marker, filled) in zip(rows, styles(rows)):
         lo, hi = r["ci95"]
         acc = r["accuracy"]
-        marker = "o" if r["level"] == "latent" else "s"
+        color = colors[family % len(colors)]
         ax.errorbar(
             r["tokens_per_problem"],
             100 * acc,
             yerr=[[100 * (acc - lo)], [100 * (hi - acc)]],
             fmt=marker,
+            markersize=7,
             capsize=3,
-            color=colors[i % len(colors)],
+            color=color,
+            markerfacecolor=color if filled else "white",
             label=f"{r['method']} ({r['level']})",
         )
     ax.set_xscale("log")

@@ -182,3 +182,13 @@ def test_compare_runs_on_another_model(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output.strip().splitlines()[-1])
     assert {r["model"] for r in rows} == {"tiny-arith-bc"} and len(rows) >= 5
+
+
+def test_compare_plot_draws_no_two_methods_alike():
+    from eval.compare import default_methods, styles
+
+    rows = [{"method": m.name, "level": m.level} for m in default_methods(1000, 60.0)]
+    looks = styles(rows)
+    assert len(rows) == 18 and len(set(looks)) == len(rows)
+    fam = {r["method"]: s[0] for r, s in zip(rows, looks)}
+    assert fam["mcts"] == fam["token mcts"] != fam["mcts-q"]  # a family shares its colour
