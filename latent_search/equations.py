@@ -85,6 +85,18 @@ def equation_checks(question: str, text: str, *, finished: bool = True) -> tuple
     """(checks passed, checks made) on ``text``'s equations, reading numbers from ``question``.
     An unfinished text (a search's partial solution) is not asked for its final answer, and its
     last equation is not judged while its result may still be growing ("21+44=6" before "5")."""
+    checks = _checks(question, text, finished)
+    return sum(ok for ok, _ in checks), len(checks)
+
+
+def failed_checks(question: str, text: str, *, finished: bool = True) -> list[str]:
+    """What the check found wrong in ``text``, one phrase per failed check (the viewer shows
+    them beside a node)."""
+    return [what for ok, what in _checks(question, text, finished) if not ok]
+
+
+def _checks(question: str, text: str, finished: bool) -> list[tuple[bool, str]]:
+    """Every check made on ``text``: (passed, what it checked)."""
     text = text.rstrip() if not finished else text
     found = find_equations(text)
     equals = [m.start() for m in _EQUALS.finditer(text)]
@@ -93,22 +105,37 @@ def equation_checks(question: str, text: str, *, finished: bool = True) -> tuple
         equals.pop()
     elif not finished and equals and not text[equals[-1] + 1 :].strip():
         equals.pop()  # an "=" still waiting for its result
-    checked = check_each(question, found)
-    passed = sum(c.computed + c.read for c in checked)  # the calculator, the reading check
-    made = 3 * len(checked)
+    out: list[tuple[bool, str]] = []
+    for c in check_each(question, found):
+        eq = c.match.group(0)
+        out.append((c.computed, f"{eq}: the calculator says {_show(c.right)}"))
+        out += [(True, eq)] * c.read + [(False, f"{eq}: a number not in the question")] * (
+            2 - c.read
+        )
     # An "=" outside every well-formed equation ("7*12=x.") is a malformed one: it fails, so that
     # a text cannot escape the checks by not writing a number.
-    made += len(equals) - len(found)
-    made += _unchecked_arithmetic(text, found, finished)
+    out += [(False, "an '=' outside a well-formed equation")] * (len(equals) - len(found))
+    out += [(False, f"'{m}' is not a complete equation") for m in _unchecked(text, found, finished)]
     if finished:
         boxed = _BOXED.findall(text)
         last = found[-1].group(4) if found else None
-        passed += bool(boxed and last is not None and _same_number(boxed[-1], last))
-        made += 1
-    return passed, made
+        right = bool(boxed and last is not None and _same_number(boxed[-1], last))
+        out.append((right, "the boxed answer is not the last result"))
+    return out
+
+
+def _show(x: Fraction | None) -> str:
+    if x is None:
+        return "division by zero"
+    return str(x.numerator) if x.denominator == 1 else f"{float(x):g}"
 
 
 def _unchecked_arithmetic(text: str, found: list[re.Match], finished: bool) -> int:
+    """How many expressions and dangling operators stand outside ``found``."""
+    return len(_unchecked(text, found, finished))
+
+
+def _unchecked(text: str, found: list[re.Match], finished: bool) -> list[str]:
     """Expressions and dangling operators outside ``found`` (see ``_EXPRESSION``). The tail of
     an unfinished text may still become an equation ("84+2" before "4=108"), so it is left out
     there."""
@@ -124,7 +151,7 @@ def _unchecked_arithmetic(text: str, found: list[re.Match], finished: bool) -> i
         m for m in _DANGLING.finditer(text)
         if outside(m) and not any(a <= m.start() < b for a, b in covered)
     ]  # fmt: skip
-    return len(expressions) + len(dangling)
+    return [m.group(0).strip() for m in sorted(expressions + dangling, key=lambda m: m.start())]
 
 
 def _tail_start(text: str) -> int:

@@ -48,6 +48,7 @@ def payload(tree: Tree) -> dict:
         "reward": _finite(tree.reward),
         "terminal": tree.terminal,
         "depth": tree.depth,
+        "judge": [None if j is None else view.clean(j) for j in view.judge_notes(tree)],
     }
 
 

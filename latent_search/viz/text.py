@@ -40,6 +40,7 @@ def _label(tree: Tree, node: int, on_path: set[int]) -> Text:
 def build(tree: Tree, max_depth: int | None, max_width: int | None) -> RichTree:
     lim = view.limit(tree, max_depth, max_width)
     on_path = view.chosen_path(tree)
+    judge = view.judge_notes(tree)
     title = Text(" · ".join(f"{k} {v}" for k, v in view.header(tree)), "bold")
     top = RichTree(title, guide_style="dim")
     branches = {ROOT: top.add(_label(tree, ROOT, on_path))}
@@ -47,7 +48,10 @@ def build(tree: Tree, max_depth: int | None, max_width: int | None) -> RichTree:
     while stack:  # iterative: token-level trees are deep
         node = stack.pop()
         for c in lim.shown[node]:
-            branches[c] = branches[node].add(_label(tree, c, on_path))
+            label = _label(tree, c, on_path)
+            if judge[c] is not None and judge[c] != "nothing found wrong":
+                label.append(f"  ✗ {view.one_line(judge[c], 80)}", "red")
+            branches[c] = branches[node].add(label)
             stack.append(c)
         if node in lim.hidden:
             branches[node].add(Text(f"… {lim.hidden[node]} more", "dim italic"))
@@ -61,6 +65,8 @@ def chosen_answer(tree: Tree) -> Text | None:
     if node is None:
         return None
     said = "  ".join(f"{k} {v}" for k, v in view.stats(tree, node))
+    note = view.judge_notes(tree)[node]
+    said += f"  judge: {view.clean(note)}" if note else ""
     block = Text(f"chosen answer (node {node}{', ' + said if said else ''}):\n", "bold dark_orange")
     block.append(view.clean("".join(view.edge_text(tree, n) for n in tree.path(node))).strip())
     return block

@@ -85,6 +85,26 @@ def stats(tree: Tree, node: int) -> list[tuple[str, str]]:
     return out
 
 
+def judge_notes(tree: Tree) -> list[str | None]:
+    """What the search's judge said at each node, where the viewer can say it again: the
+    equation check reads only the text, so each node's failed checks are recomputed from its
+    path ("nothing found wrong" where none failed). None for other judges (their score is the
+    node's V) and for trees saved without text."""
+    judge = str(tree.meta.get("judge", ""))
+    if not judge.startswith("equations") or tree.text is None:
+        return [None] * len(tree)
+    from latent_search.equations import failed_checks
+
+    question = tree.text.get("prompt") or str(tree.meta.get("question", ""))
+    edges = tree.text["edges"]
+    notes: list[str | None] = [None]
+    for node in range(1, len(tree)):
+        text = "".join(edges[n] for n in tree.path(node) if n != ROOT)
+        failed = failed_checks(question, text, finished=tree.terminal[node])
+        notes.append("; ".join(failed) if failed else "nothing found wrong")
+    return notes
+
+
 def header(tree: Tree) -> list[tuple[str, str]]:
     """Search statistics (name, value) for a title line."""
     m = tree.meta
@@ -98,6 +118,8 @@ def header(tree: Tree) -> list[tuple[str, str]]:
         rows.append(("time", f"{m['seconds']:.2f}s"))
     budget = m.get("budget", (m.get("config") or {}).get("budget"))
     rows.append(("budget", "unlimited" if budget is None else str(budget)))
+    if m.get("judge"):
+        rows.append(("judge", str(m["judge"])))
     if "rounds" in m:
         rows.append(("rounds", str(m["rounds"])))
     if m.get("oracle"):

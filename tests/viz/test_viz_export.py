@@ -225,3 +225,37 @@ def test_the_terminal_view_shows_the_chosen_answer_whole_at_80_columns():
     below = out.split("chosen answer", 1)[1]
     assert f"(node {node}, N 1  V 0.750" in below
     assert " ".join(below.split()).endswith(" ".join(w.strip() for w in words))  # all 60, whole
+
+
+def test_the_viewer_shows_what_the_equation_check_said_at_each_node():
+    from latent_search.tree import ROOT
+    from latent_search.viz import htmlview, text
+
+    tree = Tree(prompt_tokens=[1])
+    good = tree.add_child(ROOT, 0, [2], prior=0.5)
+    bad = tree.add_child(ROOT, 1, [3], prior=0.5, terminal=True)
+    tree.text = {
+        "prompt": "Ann has 7 bags of 12 pens.",
+        "edges": ["", " 7*12=84.", " 7*12=85. \\boxed{85}"],
+    }
+    tree.meta.update({"judge": "equations", "chosen": good})
+    notes = view.judge_notes(tree)
+    assert notes[good] == "nothing found wrong"
+    assert notes[bad] == "7*12=85: the calculator says 84"
+    out = text.render(tree, None, None, color=False, width=200)
+    assert "✗ 7*12=85: the calculator says 84" in out and "judge equations" in out
+    assert htmlview.payload(tree)["judge"] == [None, "nothing found wrong", notes[bad]]
+    tree.meta["judge"] = "q"  # another judge's word is its score, V
+    assert view.judge_notes(tree) == [None, None, None]
+
+
+def test_a_search_records_its_judge_in_the_tree():
+    import cola_models as cm
+    from latent_search.backends.torch_backend import TorchBackend
+    from latent_search.search import SearchSpec, run_search
+
+    model = cm.load_model("tiny-arith")
+    ids = cm.tokenizer_encode(model.tokenizer, ["What is 12 + 30?"])
+    spec = SearchSpec("beam", beam_width=2, expand_k=4, max_new_tokens=8)
+    (res,) = run_search(TorchBackend(model, values=False), ids, spec)
+    assert res.tree.meta["judge"] == "equations"

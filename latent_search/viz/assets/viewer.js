@@ -161,6 +161,7 @@
       line("prior P", num(D.prior[id]));
     }
     line("reward R", num(D.reward[id]));
+    if (D.judge && D.judge[id] !== null && D.judge[id] !== undefined) line("judge said", D.judge[id]);
     line("terminal", D.terminal[id] ? "yes" : "no");
     line("children", String(D.kids[id].length));
     box.appendChild(t);
