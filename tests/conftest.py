@@ -1,13 +1,16 @@
 import pytest
 import torch
 
-# Tests that start processes or engines (torchrun ranks, vLLM, a browser, the SmolLM2 GGUF):
+# Tests that start processes or engines (torchrun ranks, vLLM, a browser, the SmolLM2 GGUF), or
+# run every training stage or arm end to end:
 # marked ``long``, so that ``pytest -m "not slow and not long"`` is the fast tier.
 LONG_MODULES = (
     "tests/train/test_distributed.py",
     "tests/vllm_backend/",
     "tests/cola_models/test_smollm2.py",
     "tests/viz/test_viz_browser.py",
+    "tests/train/test_pipeline.py",  # every stage end to end, several times
+    "tests/train/test_rl.py",  # every RL arm killed and resumed
 )
 
 
