@@ -166,12 +166,13 @@ def summarize(records: list[dict], cfg: EvalConfig, items: list, warnings=(), no
     n = len(records)
     k = sum(r["correct"] for r in records)
     lo, hi = wilson_interval(k, n)
+    device, dtype = placement_identity(cfg.device, cfg.dtype)
     out = {
         "task": cfg.task,
         "model": cfg.model,
         "search": cfg.search.algorithm,
-        "device": placement_identity(cfg.device, cfg.dtype)[0],
-        "dtype": placement_identity(cfg.device, cfg.dtype)[1],
+        "device": device,
+        "dtype": dtype,
         "oracle": False,
         "n": n,
         "of": len(items),

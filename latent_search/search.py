@@ -150,15 +150,7 @@ def run_search(
     ``trees`` resumes saved mcts / mcts-q searches; ``on_round(trees)`` runs after each round
     of those two (to checkpoint them)."""
     results = _dispatch(
-        backend,
-        prompts,
-        spec,
-        answer_fn=answer_fn,
-        scorer=scorer,
-        value_fn=value_fn,
-        value_backend=value_backend,
-        trees=trees,
-        on_round=on_round,
+        backend, prompts, spec, answer_fn, scorer, value_fn, value_backend, trees, on_round
     )
     if spec.algorithm not in ("greedy", "sample"):  # the viewer shows what this judge said
         for r in results:
@@ -168,16 +160,7 @@ def run_search(
 
 
 def _dispatch(
-    backend: Backend,
-    prompts: list[list[int]],
-    spec: SearchSpec,
-    *,
-    answer_fn: Callable[[str], str | None] | None = None,
-    scorer=None,
-    value_fn=None,
-    value_backend: Backend | None = None,
-    trees: list[Tree] | None = None,
-    on_round: Callable[[list[Tree]], None] | None = None,
+    backend, prompts, spec, answer_fn, scorer, value_fn, value_backend, trees, on_round
 ) -> list[SearchResult]:
     """``run_search`` without the bookkeeping: the algorithm's own call."""
     if (trees is not None or on_round is not None) and spec.algorithm not in RESUMABLE:

@@ -121,6 +121,8 @@ def run_stage(
     device: str | None = None,
     dtype: str | None = None,
 ) -> dict:
+    import torch
+
     from . import configs, distributed
     from .base import run_base
     from .pipeline import run_pipeline
@@ -137,8 +139,8 @@ def run_stage(
         config,
         flag_overrides(stage, model=model, steps=steps, seed=seed, device=device, dtype=dtype),
     )
-    placed = cfg.placement.torch_device()  # a device that is not there: one line, nothing written
-    cfg.placement.torch_dtype()
+    # A device that is not there, or an unknown dtype: one line, before anything is written.
+    placed = torch.device(cfg.placement.resolved().device)
     _check_inputs(stage, cfg, out)
     # torchrun with several processes: join the group (nccl on GPUs, gloo on CPUs), else nothing
     distributed.setup(placed)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cola_models.devices import Placement
+from cola_models.devices import Placement, dtype_name
 from cola_models.errors import ColaError
 
 from . import distributed
@@ -291,7 +291,7 @@ def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> P
     if run.done:
         return run.model_dir
     device, compute = cfg.placement.torch_device(), cfg.placement.torch_dtype()
-    policy = load_model(vc.policy, device=str(device), dtype=str(compute).removeprefix("torch."))
+    policy = load_model(vc.policy, device=str(device), dtype=dtype_name(compute))
     problems = train_problems(cfg.data)[: vc.n_problems]
     seed = cfg.data.seed
     held = get_task("arith").generate(
