@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from cola_models.errors import ColaError
 
 from .ledger import Choice, Ledger
-from .steps import CANDIDATES, branching, candidate_steps
+from .schedule import Ask, drive
+from .steps import CANDIDATES, Proposal, branching, propose
 from .tree import ROOT, Tree
 from .types import Backend, SearchResult, ValueFn
 
@@ -63,45 +64,41 @@ def _rank(h: _Hyp) -> tuple[float, float]:
     return (-h.score, -h.logp)
 
 
-def _grow(
-    ledger: Ledger, trees, prompts, live, cfg: BeamConfig, generator
-) -> list[tuple[int, _Hyp]]:
-    """Every live hypothesis extended by each of its candidate steps (one batch)."""
-    steps = candidate_steps(
-        ledger,
-        [i for i, _ in live],
-        [prompts[i] + h.tokens for i, h in live],
-        mode=cfg.candidates,
-        k=cfg.expand_k,
-        step_tokens=cfg.step_tokens,
-        stop=cfg.step_stop,
-        room=[cfg.max_new_tokens - len(h.tokens) for _, h in live],
-        generator=generator,
+def _step(tree: Tree, prompt: list[int], beam: list[_Hyp], how: Proposal, cfg: BeamConfig):
+    """Every hypothesis of the beam extended by each of its candidate steps, each judged."""
+    steps = yield from propose(
+        [prompt + h.tokens for h in beam], how, [cfg.max_new_tokens - len(h.tokens) for h in beam]
     )
     new = []
-    for (i, h), row_steps in zip(live, steps):
+    for h, row_steps in zip(beam, steps):
         for st in row_steps:
             toks = h.tokens + st.tokens
-            node = trees[i].add_child(
+            node = tree.add_child(
                 h.node, st.action, st.tokens, prior=st.prior, terminal=st.terminal
             )
             done = st.terminal or len(toks) >= cfg.max_new_tokens
             logp = h.logp + math.log(max(st.prior, 1e-30))
-            new.append((i, _Hyp(toks, node, done=done, logp=logp)))
+            new.append(_Hyp(toks, node, done=done, logp=logp))
+    values = yield Ask("value", [prompt + h.tokens for h in new], done=[h.done for h in new])
+    for h, v in zip(new, values):
+        h.score = float(v)
+        tree.value[h.node] = h.score
+        tree.visits[h.node] = 1
     return new
 
 
-def _evaluate(ledger: Ledger, trees, prompts, new, value_fn: ValueFn) -> None:
-    values = ledger.value(
-        [i for i, _ in new],
-        value_fn,
-        [prompts[i] + h.tokens for i, h in new],
-        [h.done for _, h in new],
-    )
-    for (i, h), v in zip(new, values):
-        h.score = float(v)
-        trees[i].value[h.node] = h.score
-        trees[i].visits[h.node] = 1
+def _search(i: int, tree: Tree, ledger: Ledger, how: Proposal, cfg: BeamConfig):
+    """The beam of problem i, as a coroutine of model calls (see latent_search.schedule)."""
+    beam, pool = [_Hyp([], ROOT)], []
+    for _ in range(cfg.max_steps):
+        if not beam or not ledger.open(i):
+            break
+        new = yield from _step(tree, tree.prompt_tokens, beam, how, cfg)
+        pool += [h for h in new if h.done]  # finished hypotheses leave for the pool
+        beam = sorted((h for h in new if not h.done), key=_rank)[: cfg.beam_width]
+    best = min(pool or beam, key=_rank) if pool or beam else _Hyp([], ROOT)
+    stats = {"nodes": len(tree), "finished": len(pool), "branching": branching(tree)}
+    return Choice(best.tokens, tree, best.node, stats)
 
 
 def beam_search(
@@ -112,27 +109,15 @@ def beam_search(
     *,
     generator=None,
 ) -> list[SearchResult]:
-    """``generator`` draws the sampled step candidates (``cfg.candidates == "sampled"``)."""
+    """``generator`` draws the sampled step candidates (``cfg.candidates == "sampled"``). Every
+    problem's beam runs free on the scheduler (latent_search.schedule), its calls batched with
+    the others'."""
     trees = [Tree(prompt_tokens=list(p)) for p in prompts]
-    beams = [[_Hyp([], ROOT)] for _ in prompts]
-    pools: list[list[_Hyp]] = [[] for _ in prompts]
     ledger = Ledger(backend, len(prompts), budget=cfg.budget, prompt_lens=[len(p) for p in prompts])
-
-    for _ in range(cfg.max_steps):
-        live = [(i, h) for i in ledger.open_problems() for h in beams[i]]
-        if not live:
-            break
-        new = _grow(ledger, trees, prompts, live, cfg, generator)
-        _evaluate(ledger, trees, prompts, new, value_fn)
-        for i in {i for i, _ in new}:  # finished hypotheses leave for the pool; the best stay
-            mine = [h for j, h in new if j == i]
-            pools[i] += [h for h in mine if h.done]
-            beams[i] = sorted((h for h in mine if not h.done), key=_rank)[: cfg.beam_width]
-
-    choices = []
-    for i, tree in enumerate(trees):
-        pool = pools[i] or beams[i]
-        best = min(pool, key=_rank) if pool else _Hyp([], ROOT)
-        stats = {"nodes": len(tree), "finished": len(pools[i]), "branching": branching(tree)}
-        choices.append(Choice(best.tokens, tree, best.node, stats))
-    return ledger.results(choices, algorithm="beam", config=cfg)
+    how = Proposal(
+        cfg.candidates, cfg.expand_k, cfg.step_tokens, cfg.step_stop, backend.eos_id,
+        backend.n_actions,
+    )  # fmt: skip
+    searches = {i: _search(i, t, ledger, how, cfg) for i, t in enumerate(trees)}
+    choices = drive(ledger, searches, value_fn=value_fn, generator=generator)
+    return ledger.results([choices[i] for i in range(len(trees))], algorithm="beam", config=cfg)

@@ -7,7 +7,9 @@ Worked arithmetic ("7*12=84. 84+24=108. ...") can be checked against the questio
   - the final answer is the last equation's result;
   - every computation is a complete equation: arithmetic written outside one (a step without
     its result, an operator left dangling) fails a check, so a text cannot reach full marks by
-    leaving out or breaking off the step that would have been wrong.
+    leaving out or breaking off the step that would have been wrong;
+  - a finished text is complete: every number of the question and every result but the last
+    is used by an equation (a step left out leaves a number unused).
 The score is the share of these checks the text passes (1.0: nothing found wrong). No answer is
 read and no model runs, so no tokens are charged. Measured before it drives a search (docs/search.md,
 "Measured: the verifier report"): on the bundled arith model's samples it ranks a problem's
@@ -117,10 +119,30 @@ def _checks(question: str, text: str, finished: bool) -> list[tuple[bool, str]]:
     out += [(False, "an '=' outside a well-formed equation")] * (len(equals) - len(found))
     out += [(False, f"'{m}' is not a complete equation") for m in _unchecked(text, found, finished)]
     if finished:
+        out += _unused(question, found)
         boxed = _BOXED.findall(text)
         last = found[-1].group(4) if found else None
         right = bool(boxed and last is not None and _same_number(boxed[-1], last))
         out.append((right, "the boxed answer is not the last result"))
+    return out
+
+
+def _unused(question: str, found: list[re.Match]) -> list[tuple[bool, str]]:
+    """Completeness of a finished text: every number of the question is an operand of some
+    equation, and every result but the last is an operand of a later one. A number left unused
+    is a step left out (a solution that skips "He gives 20 to Omar" checks as right
+    otherwise); a question with a number no solution needs costs every solution of it alike,
+    so the check still ranks solutions of one problem."""
+    if not found:
+        return []
+    operands = [{Fraction(m.group(1)), Fraction(m.group(3))} for m in found]
+    used = set().union(*operands)
+    given = {Fraction(x) for x in _NUMBER.findall(question)}
+    out = [(x in used, f"{_show(x)} of the question is never used") for x in sorted(given)]
+    for k, m in enumerate(found[:-1]):
+        r = Fraction(m.group(4))
+        later = any(r in ops for ops in operands[k + 1 :])
+        out.append((later, f"{m.group(0)}: its result is never used"))
     return out
 
 

@@ -1,19 +1,41 @@
-"""AlphaZero-style PUCT MCTS over reasoning steps, with policy priors and the Q-model's value.
+"""AlphaZero-style PUCT MCTS over reasoning steps or single tokens, valued by the search's judge.
 
-Edges are steps (see steps.py). Each simulation walks down by PUCT, expands the leaf (its children
-come from one backbone step plus batched greedy step completions), evaluates the leaf with the
-value function (policy-weighted Q), and backs the value up as a running mean. One simulation per
-problem per round; all leaves of all problems share each model call.
+One simulation, for one problem:
+1. Selection: walk down from the root by PUCT, argmax_c Q(c) + c_puct P(c) sqrt(N) / (1 + N(c)),
+   to a node not yet expanded (or a finished one). P is the edge's policy probability (the
+   summed probability of the actions merged into it), Q the mean value backed up through the
+   child; a child no simulation has passed yet is worth its parent's mean, or the judge's
+   value of its own text when that is lower (the judge values every child when it is made).
+2. Expansion and walk: the leaf is expanded (its child steps proposed as in steps.py, every
+   child valued by the judge), then the walk goes on into its likeliest child and expands that,
+   and so on, until the text is finished (EOS or the length cap), or the judge's value falls
+   below the value where the walk started (an error has just shown: no use writing on). The
+   walk is the reference's greedy rollout, kept in the tree: every position it passes keeps its
+   other children, so a later simulation can branch at the very token where the policy erred.
+   Deviation: the reference rolls out outside the tree and keeps only the rollout's score.
+3. Evaluation and backup: the judge's value of the walk's last node (a finished text is judged
+   as finished) is added to the running mean of every node from the root to there.
+
+A node whose expansion proposes a single child (every action wrote the same token: a forced
+token) is not given a child: its own edge grows by that token (chain collapsing), so the tree
+holds the points where the policy hesitates, not a node per token, and the viewer shows a chain
+as one edge.
+
+Simulations run ``parallel`` at a time per problem (virtual loss: a node on an earlier pick's
+path counts as visited and worthless until the wave is backed up), so one model call holds that
+many rows per problem; every problem runs free on the scheduler (latent_search.schedule). The
+answer is the finished text with the best judge's value, ties to the likelier (as the beam's
+pool); with no finished text, the most visited path finished greedily.
 
 ``gumbel=True`` switches the root to Gumbel selection (Danihelka et al., ICLR 2022): the root's
 children are k actions sampled without replacement by Gumbel-top-k, simulations are spread over
-them by sequential halving on g(a) + log pi(a) + sigma(q(a)), and the answer follows the surviving
-child with the highest such score. Below the root, selection stays PUCT.
+them by sequential halving on g(a) + log pi(a) + sigma(q(a)). Below the root, selection stays PUCT.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,9 +44,12 @@ import torch
 from cola_models.errors import ColaError
 
 from .ledger import Choice, Ledger
-from .steps import CANDIDATES, branching, candidate_steps
+from .schedule import Ask, drive
+from .steps import CANDIDATES, Proposal, branching, propose
 from .tree import ROOT, Tree
 from .types import Backend, SearchResult, ValueFn
+
+AGGREGATES = ("last", "min")
 
 
 @dataclass(frozen=True)
@@ -42,33 +67,82 @@ class MCTSConfig:
     c_scale: float = 0.1
     """sigma(q) = (c_visit + max_b N(b)) * c_scale * q, the Gumbel paper's monotone transform."""
     candidates: str = "first-token"
-    """How a node's child steps are proposed: "first-token" or "sampled" (see steps.py)."""
+    """How a node's child steps are proposed: "first-token", "sampled" or "token" (steps.py)."""
+    parallel: int = 8
+    """Simulations in flight per problem (virtual loss), so each model call batches them."""
+    walk: bool = True
+    """Go on from an expanded leaf into its likeliest child until the text ends or the judge's
+    value falls (False: AlphaZero's one expansion per simulation, the leaf's own value)."""
+    collapse: bool = True
+    """A forced token (a node's only child) extends the node's edge instead of adding a node."""
+    aggregate: str = "last"
+    """A node's value from the judge's values along its path: "last" (its own text's value: a
+    value estimate, as Q or a verifier) or "min" (the lowest on the way: a judge that finds
+    faults, as the equation check, whose partial texts score 1 until a fault shows; a fault
+    once found stays found, as process rewards are aggregated by their min over steps)."""
 
     def __post_init__(self) -> None:
-        if self.simulations < 1 or self.expand_k < 1:
-            raise ColaError("simulations and expand_k must be >= 1")
-        if self.c_puct < 0 or self.step_tokens < 0 or self.max_new_tokens < 1:
-            raise ColaError("c_puct, step_tokens must be >= 0 and max_new_tokens >= 1")
-        if self.budget is not None and self.budget < 1:
-            raise ColaError(f"budget={self.budget} must be >= 1")
-        if self.candidates not in CANDIDATES:
-            raise ColaError(
-                f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
-            )
-        if self.gumbel and self.candidates != "first-token":
-            raise ColaError("Gumbel root selection samples actions; use first-token candidates")
+        checks = [
+            (self.simulations >= 1 and self.expand_k >= 1, "simulations and expand_k must be >= 1"),
+            (self.parallel >= 1, f"parallel={self.parallel} must be >= 1"),
+            (self.aggregate in AGGREGATES, f"aggregate must be one of {', '.join(AGGREGATES)}"),
+            (self.c_puct >= 0 and self.step_tokens >= 0, "c_puct and step_tokens must be >= 0"),
+            (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens} must be >= 1"),
+            (self.budget is None or self.budget >= 1, f"budget={self.budget} must be >= 1"),
+            (
+                self.candidates in CANDIDATES,
+                f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}",
+            ),
+            (
+                not (self.gumbel and self.candidates == "sampled"),
+                "Gumbel root selection samples actions; use first-token or token candidates",
+            ),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ColaError(msg)
 
 
-def puct_child(tree: Tree, node: int, c_puct: float) -> int:
-    """argmax_c Q(c) + c_puct * P(c) * sqrt(N(node)) / (1 + N(c)); unvisited children take the
-    parent's value (first-play urgency)."""
-    kids = sorted(set(tree.children[node].values()))
-    total = sum(tree.prior[c] for c in kids) or 1.0
-    sqrt_n = math.sqrt(max(1, tree.visits[node]))
+# ---------------------------------------------------------------------------- selection
+class _Wave:
+    """Visits of the simulations picked so far in this wave (virtual losses: worth 0), and the
+    closed nodes: nothing is left to learn below them."""
+
+    def __init__(self, tree: Tree, closed: set[int]) -> None:
+        self.tree = tree
+        self.loss: dict[int, int] = defaultdict(int)
+        self.closed = closed
+
+    def n(self, node: int) -> int:
+        return self.tree.visits[node] + self.loss[node]
+
+    def q(self, node: int) -> float:
+        """Backed-up mean (virtual losses count 0). An unvisited node is worth its parent's
+        mean (first-play urgency), or its own judged value when that is lower: a partial text
+        the judge finds nothing wrong with is not yet right (its error may come later), but one
+        it faults is already wrong."""
+        t = self.tree
+        if self.n(node) == 0:
+            parent = t.value[t.parent[node]]
+            return parent if t.reward[node] is None else min(t.reward[node], parent)
+        return t.value[node] * t.visits[node] / self.n(node)
+
+
+def _kids(tree: Tree, node: int) -> list[int]:
+    return sorted(set(tree.children[node].values()))
+
+
+def puct_child(wave: _Wave, node: int, c_puct: float) -> int:
+    """argmax_c Q(c) + c_puct * P(c) * sqrt(N(node)) / (1 + N(c)) over the open children, P
+    normalised over all the children (a node's top-k actions need not hold all the
+    probability)."""
+    tree, everyone = wave.tree, _kids(wave.tree, node)
+    kids = [c for c in everyone if c not in wave.closed]
+    total = sum(tree.prior[c] for c in everyone) or 1.0
+    sqrt_n = math.sqrt(max(1, wave.n(node)))
 
     def score(c: int) -> float:
-        q = tree.value[c] if tree.visits[c] > 0 else tree.value[node]
-        return q + c_puct * (tree.prior[c] / total) * sqrt_n / (1 + tree.visits[c])
+        return wave.q(c) + c_puct * (tree.prior[c] / total) * sqrt_n / (1 + wave.n(c))
 
     return max(kids, key=score)
 
@@ -91,13 +165,13 @@ def considered_visits(m: int, n: int) -> list[int]:
     return seq[:n]
 
 
-def gumbel_scores(tree: Tree, gumbel: dict[int, float], cfg: MCTSConfig) -> dict[int, float]:
-    """g(a) + log pi(a) + sigma(q(a)) for the root's children; an unvisited child's q is
-    completed with the root's value (deviation: mctx completes with a prior-weighted mix)."""
-    kids = sorted(set(tree.children[ROOT].values()))
-    max_n = max(tree.visits[c] for c in kids)
-    scale = (cfg.c_visit + max_n) * cfg.c_scale
-    q = {c: tree.value[c] if tree.visits[c] else tree.value[ROOT] for c in kids}
+def gumbel_scores(wave: _Wave, gumbel: dict[int, float], cfg: MCTSConfig) -> dict[int, float]:
+    """g(a) + log pi(a) + sigma(q(a)) for the root's children; an unvisited child's q is its
+    judged value (deviation: mctx completes it with a prior-weighted mix)."""
+    tree = wave.tree
+    kids = [c for c in _kids(tree, ROOT) if c not in wave.closed]
+    scale = (cfg.c_visit + max(wave.n(c) for c in kids)) * cfg.c_scale
+    q = {c: wave.q(c) for c in kids}
     lo, hi = min(q.values()), max(q.values())
     span = hi - lo if hi - lo > 1e-8 else 1.0  # min-max rescaled to [0, 1], as mctx does
     return {
@@ -106,116 +180,199 @@ def gumbel_scores(tree: Tree, gumbel: dict[int, float], cfg: MCTSConfig) -> dict
     }
 
 
-def gumbel_root_child(tree: Tree, gumbel: dict[int, float], cfg: MCTSConfig) -> int:
+def gumbel_root_child(wave: _Wave, gumbel: dict[int, float], cfg: MCTSConfig) -> int:
     """The child sequential halving visits next: the best-scored child among those whose visit
     count equals the schedule's target."""
-    scores = gumbel_scores(tree, gumbel, cfg)
+    scores = gumbel_scores(wave, gumbel, cfg)
     kids = list(scores)
     # The first simulation expands the root, so n - 1 selections follow.
     schedule = considered_visits(len(kids), max(1, cfg.simulations - 1))
-    target = schedule[min(tree.visits[ROOT] - 1, len(schedule) - 1)] if tree.visits[ROOT] else 0
-    pool = [c for c in kids if tree.visits[c] == target] or kids
+    done = wave.n(ROOT)
+    target = schedule[min(done - 1, len(schedule) - 1)] if done else 0
+    pool = [c for c in kids if wave.n(c) == target] or kids
     return max(pool, key=lambda c: scores[c])
 
 
-def _final_child(tree: Tree, node: int, gumbel: dict[int, float] | None, cfg: MCTSConfig) -> int:
-    kids = set(tree.children[node].values())
-    if node == ROOT and gumbel is not None:
-        scores = gumbel_scores(tree, gumbel, cfg)
-        # The survivors of the last halving phase; a phase cut short by the simulation count
-        # leaves them one visit apart, so max - 1 still counts as surviving.
-        most = max(tree.visits[c] for c in kids)
-        return max((c for c in kids if tree.visits[c] >= most - 1), key=lambda c: scores[c])
-    return max(kids, key=lambda c: (tree.visits[c], tree.value[c]))
-
-
-def _select_leaf(tree: Tree, gumbel: dict[int, float] | None, cfg: MCTSConfig) -> int:
-    """Walk down from the root by PUCT (Gumbel's schedule at the root) to a leaf."""
-    node = ROOT
+def _descend(wave: _Wave, gumbel: dict[int, float] | None, cfg: MCTSConfig) -> int | None:
+    """From the root by PUCT (Gumbel's schedule at the root) to a leaf: a node not expanded yet,
+    or a finished one not yet visited. None: every node is closed."""
+    tree, node = wave.tree, ROOT
     while tree.children[node] and not tree.terminal[node]:
+        if all(c in wave.closed for c in tree.children[node].values()):
+            return None  # (close() keeps this from happening below the root)
         if node == ROOT and gumbel is not None:
-            node = gumbel_root_child(tree, gumbel, cfg)
+            node = gumbel_root_child(wave, gumbel, cfg)
         else:
-            node = puct_child(tree, node, cfg.c_puct)
-    return node
+            node = puct_child(wave, node, cfg.c_puct)
+    return None if node in wave.closed else node
 
 
+def close(tree: Tree, closed: set[int], node: int) -> None:
+    """Close a visited finished node, then every ancestor whose children are all closed: a
+    finished text's judge is deterministic, so a revisit would only repeat its value.
+    Deviation: AlphaZero revisits terminal states."""
+    while node >= 0 and node not in closed:
+        kids = tree.children[node].values()
+        if not tree.terminal[node] and not (kids and all(c in closed for c in kids)):
+            return  # an open text with a child (or an expansion) still to come
+        if tree.terminal[node] and tree.visits[node] == 0:
+            return
+        closed.add(node)
+        node = tree.parent[node]
+
+
+def closed_nodes(tree: Tree) -> set[int]:
+    """The closed nodes of a (saved) tree: children come after their parents."""
+    closed: set[int] = set()
+    for n in reversed(range(len(tree))):
+        kids = tree.children[n].values()
+        if (tree.terminal[n] and tree.visits[n]) or (kids and all(c in closed for c in kids)):
+            closed.add(n)
+    return closed
+
+
+def select_wave(tree: Tree, gumbel, cfg: MCTSConfig, n: int, closed: set[int]) -> list[int]:
+    """Up to n leaves for this wave's simulations, each picked with the earlier picks' paths
+    counted as visited and worthless (virtual loss). A leaf picked twice ends the wave early:
+    the tree offers nothing else yet."""
+    wave, leaves = _Wave(tree, set(closed)), []
+    for _ in range(n):
+        leaf = _descend(wave, gumbel, cfg)
+        if leaf is None or leaf in leaves:
+            break
+        leaves.append(leaf)
+        if tree.terminal[leaf]:  # within the wave, a finished leaf is closed once picked
+            wave.closed.add(leaf)
+        for m in tree.path(leaf):
+            wave.loss[m] += 1
+    return leaves
+
+
+# ---------------------------------------------------------------------------- expansion
 def _open(tree: Tree, node: int, cfg: MCTSConfig) -> bool:
     return not tree.terminal[node] and tree.depth[node] < cfg.max_new_tokens
 
 
-def _root_noise(grow, n_actions: int, generator) -> torch.Tensor:
-    """Gumbel(0, 1) noise [B, A] on root rows only (Gumbel-top-k sampling); zero elsewhere."""
-    noise = torch.zeros(len(grow), n_actions)  # host: tree code's noise
-    for r, (_, n) in enumerate(grow):
+def _root_noise(nodes: list[int], n_actions: int, generator) -> torch.Tensor:
+    """Gumbel(0, 1) noise [B, A] on the root's row only (Gumbel-top-k sampling); zero elsewhere."""
+    dev = generator.device if generator is not None else "cpu"
+    noise = torch.zeros(len(nodes), n_actions)  # host: added to the host prior
+    for r, n in enumerate(nodes):
         if n == ROOT:
-            u = torch.rand(n_actions, generator=generator)  # host: the search's stream
+            u = torch.rand(n_actions, generator=generator, device=dev).cpu()  # sync: once a tree
             noise[r] = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
     return noise
 
 
-def _expand(ledger: Ledger, trees, gumbels, leaves, cfg: MCTSConfig, generator) -> None:
-    """Children (steps) of every open leaf, all problems in one batch."""
-    grow = [(i, n) for i, n in leaves if _open(trees[i], n, cfg)]
-    if not grow:
-        return
-    noise = _root_noise(grow, ledger.backend.n_actions, generator) if cfg.gumbel else None
-    steps = candidate_steps(
-        ledger,
-        [i for i, _ in grow],
-        [trees[i].prefix(n) for i, n in grow],
-        mode=cfg.candidates,
-        k=cfg.expand_k,
-        step_tokens=cfg.step_tokens,
-        stop=cfg.step_stop,
-        room=[cfg.max_new_tokens - trees[i].depth[n] for i, n in grow],
-        noise=noise,
-        generator=generator,
+def _expand(tree: Tree, nodes: list[int], cfg: MCTSConfig, how: Proposal, gumbel, generator):
+    """Expand every node (one batch of proposals), judge each new text; returns, per node, the
+    node its walk goes on from: its likeliest child, or itself when a forced token extended it."""
+    noise = _root_noise(nodes, how.n_actions, generator) if gumbel is not None else None
+    room = [cfg.max_new_tokens - tree.depth[n] for n in nodes]
+    steps = yield from propose([tree.prefix(n) for n in nodes], how, room, noise)
+    judged, onward = [], []
+    for n, row in zip(nodes, steps):
+        if cfg.collapse and n != ROOT and len(row) == 1:  # a forced token: the edge grows
+            tree.tokens[n] += row[0].tokens
+            tree.depth[n] += len(row[0].tokens)
+            tree.terminal[n] = row[0].terminal or tree.depth[n] >= cfg.max_new_tokens
+            judged.append(n)
+            onward.append(n)
+            continue
+        kids = []
+        for st in row:
+            done = st.terminal or tree.depth[n] + len(st.tokens) >= cfg.max_new_tokens
+            kids.append(tree.add_child(n, st.action, st.tokens, prior=st.prior, terminal=done))
+            if n == ROOT and gumbel is not None:
+                gumbel[kids[-1]] = st.gumbel
+        judged += kids
+        onward.append(max(kids, key=lambda c: tree.prior[c]) if kids else n)
+    values = yield Ask(
+        "value", [tree.prefix(m) for m in judged], done=[tree.terminal[m] for m in judged]
     )
-    for (i, n), row_steps in zip(grow, steps):
-        for st in row_steps:
-            child = trees[i].add_child(
-                n, st.action, st.tokens, prior=st.prior, terminal=st.terminal
-            )
-            if n == ROOT and gumbels[i] is not None:
-                gumbels[i][child] = st.gumbel
+    for m, v in zip(judged, values):
+        above = tree.reward[m] if tree.reward[m] is not None else tree.reward[tree.parent[m]]
+        low = cfg.aggregate == "min" and above is not None
+        tree.reward[m] = min(float(v), above) if low else float(v)
+    return onward
 
 
-def _backup(tree: Tree, leaf: int, value: float) -> None:
-    """Visits +1 and the value's running mean along the root-to-leaf path."""
-    for m in tree.path(leaf):
+def _walk(i: int, tree: Tree, leaves: list[int], cfg: MCTSConfig, ledger: Ledger, how, gumbel,
+          generator):  # fmt: skip
+    """Expand the wave's leaves and walk on (see the module docstring); returns the node each
+    simulation ended at."""
+    ends = [n for n in leaves if not _open(tree, n, cfg)]  # finished: valued already
+    active = [(n, tree.reward[n]) for n in leaves if _open(tree, n, cfg)]  # (node, start value)
+    while active:
+        if not ledger.open(i):  # the budget is spent: each simulation ends where it stands
+            return ends + [n for n, _ in active]
+        onward = yield from _expand(tree, [n for n, _ in active], cfg, how, gumbel, generator)
+        going = []
+        for (n, start), c in zip(active, onward):
+            if not cfg.walk:  # AlphaZero: the expanded leaf's own value
+                ends.append(n)
+            elif tree.reward[c] < start or not _open(tree, c, cfg):
+                ends.append(c)  # an error has shown, or the text is finished
+            else:
+                going.append((c, start))
+        active = going
+    return ends
+
+
+def _backup(tree: Tree, end: int, value: float) -> None:
+    """Visits +1 and the value's running mean along the root-to-end path."""
+    for m in tree.path(end):
         tree.visits[m] += 1
         tree.value[m] += (value - tree.value[m]) / tree.visits[m]
 
 
-def _answer(ledger: Ledger, trees, gumbels, cfg: MCTSConfig) -> list[Choice]:
-    """Follow the most visited children to a leaf; an open leaf is finished greedily."""
-    finish = []
-    for tree, g in zip(trees, gumbels):
-        node = ROOT
-        while tree.children[node]:
-            node = _final_child(tree, node, g, cfg)
-        finish.append(node)
-    todo = [(i, n) for i, n in enumerate(finish) if _open(trees[i], n, cfg)]
-    tails: dict[int, list[int]] = {}
-    if todo:
-        outs = ledger.rollout(
-            [i for i, _ in todo],
-            [trees[i].prefix(n) for i, n in todo],
-            cfg.max_new_tokens - min(trees[i].depth[n] for i, n in todo),
-            sample=False,
+# ---------------------------------------------------------------------------- the answer
+def _logp(tree: Tree, node: int) -> float:
+    return sum(math.log(max(tree.prior[m], 1e-30)) for m in tree.path(node)[1:])
+
+
+def _answer(tree: Tree, cfg: MCTSConfig):
+    """The finished text the judge values best, ties to the likelier; with none, the most
+    visited path finished greedily. Returns (node, generated tokens)."""
+    finished = [n for n in range(len(tree)) if tree.terminal[n] and tree.reward[n] is not None]
+    if finished:
+        best = max(finished, key=lambda n: (tree.reward[n], _logp(tree, n)))
+        return best, tree.generated(best)
+    node = ROOT
+    while tree.children[node]:
+        node = max(_kids(tree, node), key=lambda c: (tree.visits[c], tree.value[c]))
+    tail: list[int] = []
+    if _open(tree, node, cfg):
+        (tail,) = yield Ask(
+            "rollout", [tree.prefix(node)], max_new_tokens=cfg.max_new_tokens - tree.depth[node]
         )
-        for (i, n), out in zip(todo, outs):
-            tails[i] = out[: cfg.max_new_tokens - trees[i].depth[n]]
-    return [
-        Choice(
-            tree.generated(n) + tails.get(i, []),
-            tree,
-            n,
-            {"nodes": len(tree), "simulations": tree.visits[ROOT], "branching": branching(tree)},
-        )
-        for i, (tree, n) in enumerate(zip(trees, finish))
-    ]
+    return node, tree.generated(node) + tail
+
+
+def _search(i: int, tree: Tree, gumbel, cfg: MCTSConfig, ledger: Ledger, how, generator):
+    """MCTS on problem i, as a coroutine of model calls (see latent_search.schedule)."""
+    if tree.reward[ROOT] is None:
+        (v,) = yield Ask("value", [tree.prefix(ROOT)], done=[False])
+        tree.reward[ROOT] = float(v)
+    closed = closed_nodes(tree)
+    while tree.visits[ROOT] < cfg.simulations and ledger.open(i):
+        want = min(cfg.parallel, cfg.simulations - tree.visits[ROOT])
+        leaves = select_wave(tree, gumbel, cfg, want, closed)
+        if not leaves:  # every finished text has been visited: nothing is left to search
+            break
+        ends = yield from _walk(i, tree, leaves, cfg, ledger, how, gumbel, generator)
+        for end in ends:
+            _backup(tree, end, tree.reward[end])
+            close(tree, closed, end)
+        tree.meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
+        if gumbel is not None:
+            tree.meta["gumbel"] = {str(c): g for c, g in gumbel.items()}
+        yield Ask("round")
+    node, tokens = yield from _answer(tree, cfg)
+    chains = sum(len(t) > 1 for t in tree.tokens)
+    stats = {"nodes": len(tree), "simulations": tree.visits[ROOT], "branching": branching(tree),
+             "chains": chains}  # fmt: skip
+    return Choice(tokens, tree, node, stats)
 
 
 def mcts(
@@ -229,37 +386,32 @@ def mcts(
     on_round: Callable[[list[Tree]], None] | None = None,
 ) -> list[SearchResult]:
     """``trees``: resume these (saved) searches instead of starting from the prompts.
-    ``generator`` draws the root's Gumbel noise (``cfg.gumbel``). ``on_round(trees)`` runs after
-    every simulation round (to checkpoint the trees: a saved tree is a resumable search)."""
+    ``generator`` draws the root's Gumbel noise (``cfg.gumbel``) and sampled steps.
+    ``on_round(trees)`` runs after every wave of simulations (to checkpoint the trees: a saved
+    tree is a resumable search; the problems then keep in step)."""
     if trees is None:
         trees = [Tree(prompt_tokens=list(p)) for p in prompts]
     elif len(trees) != len(prompts):
-        raise ValueError(f"{len(trees)} trees given for {len(prompts)} prompts")
+        raise ColaError(f"{len(trees)} trees given for {len(prompts)} prompts")
     spent = [int(t.meta.get("tokens", 0)) for t in trees]
     lens = [len(t.prompt_tokens) for t in trees]
     ledger = Ledger(backend, len(trees), budget=cfg.budget, spent=spent, prompt_lens=lens)
-    gumbels: list[dict[int, float] | None] = [
+    how = Proposal(
+        cfg.candidates, cfg.expand_k, cfg.step_tokens, cfg.step_stop, backend.eos_id,
+        backend.n_actions,
+    )  # fmt: skip
+    gumbels = [
         {int(c): g for c, g in t.meta.get("gumbel", {}).items()} if cfg.gumbel else None
         for t in trees
     ]
-    done_sims = min(t.visits[ROOT] for t in trees)
-    for _ in range(max(0, cfg.simulations - done_sims)):
-        active = ledger.open_problems()
-        if not active:
-            break
-        leaves = [(i, _select_leaf(trees[i], gumbels[i], cfg)) for i in active]
-        _expand(ledger, trees, gumbels, leaves, cfg, generator)
-        values = ledger.value(
-            active,
-            value_fn,
-            [trees[i].prefix(n) for i, n in leaves],
-            [not _open(trees[i], n, cfg) for i, n in leaves],
-        )
-        for (i, n), v in zip(leaves, values):
-            _backup(trees[i], n, float(v))
-            trees[i].meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
-            if gumbels[i] is not None:
-                trees[i].meta["gumbel"] = {str(c): g for c, g in gumbels[i].items()}
-        if on_round is not None:
-            on_round(trees)
-    return ledger.results(_answer(ledger, trees, gumbels, cfg), algorithm="mcts", config=cfg)
+    searches = {
+        i: _search(i, t, gumbels[i], cfg, ledger, how, generator) for i, t in enumerate(trees)
+    }
+    choices = drive(
+        ledger,
+        searches,
+        value_fn=value_fn,
+        generator=generator,
+        on_round=None if on_round is None else lambda: on_round(trees),
+    )
+    return ledger.results([choices[i] for i in range(len(trees))], algorithm="mcts", config=cfg)

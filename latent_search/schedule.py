@@ -1,13 +1,15 @@
 """Many problems' searches as coroutines, their model calls batched across problems.
 
-A search written for one problem yields an :class:`Ask` (the model call it waits on) and is sent
-the answer. :func:`drive` serves the asks of every waiting problem of one kind in one backend call
-(through the ledger, which charges every row to its problem), cheap kinds first, rollouts last.
-Problems are not held in step: one whose round needed no rollout (every candidate wrote a token
-a sibling has) goes on to its next round at once, and its next rollout joins the others' in the
-same call, so a rollout call holds rows from problems at different rounds and the model runs
-nearly as many rows per step as the problems' own chains of rollouts allow. A problem's own calls
-run in the same order whatever the others do, so its tree does not depend on the batch.
+Every tree search (beam, mcts, mcts-q) is written for one problem: it yields an :class:`Ask` (the
+model call it waits on) and is sent the answer. :func:`drive` serves the asks of every waiting
+problem of one kind in one backend call (through the ledger, which charges every row to its
+problem), cheap kinds first, rollouts last. Problems are not held in step: one whose round
+needed no rollout goes on to its next round at once, and its next rollout joins the others' in
+the same call, so a rollout call holds rows from problems at different rounds and the model runs
+nearly as many rows per step as the problems' own chains of calls allow. A problem's own calls
+run in the same order whatever the others do, so a search that does not sample builds the same
+tree whatever the batch. (Sampled rollouts draw from one shared stream, so their draws depend on
+which problems share a call.)
 """
 
 from __future__ import annotations
@@ -19,25 +21,39 @@ import torch
 from torch import Tensor
 
 from .ledger import Ledger
-from .types import Prior, Scorer
+from .types import Prior, Scorer, ValueFn
 
-CHEAP = ("score", "prior", "expand")
-"""Kinds of ask served before any rollout, in this order: each takes one batched forward."""
+CHEAP = ("value", "score", "prior", "expand")
+"""Kinds of ask served before any rollout, in this order: no more than one forward each."""
 
 
 @dataclass
 class Ask:
     """One problem's model call: ``kind`` is "prior", "expand" (``actions`` [len(rows), k]),
-    "rollout" (greedy, ``max_new_tokens``), "score" (rows are whole sequences) or "round" (no
+    "rollout" (``max_new_tokens``, ended at a ``stop`` string, greedy unless ``sample``),
+    "score" (rows are whole sequences, judged by the search's scorer), "value" (rows are states,
+    ``done`` says which are finished, judged by the search's value function) or "round" (no
     model work: the problem finished a round, and waits there when rounds are kept in step)."""
 
     kind: str
     rows: list[list[int]] = field(default_factory=list)
     actions: Tensor | None = None
     max_new_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    sample: bool = False
+    done: list[bool] = field(default_factory=list)
 
 
-Search = Generator[Ask, object, None]
+Search = Generator[Ask, object, object]
+
+
+@dataclass
+class Judges:
+    """What a drive's "score", "value" and sampled "rollout" asks are served with."""
+
+    scorer: Scorer | None = None
+    value_fn: ValueFn | None = None
+    generator: torch.Generator | None = None
 
 
 def drive(
@@ -45,18 +61,24 @@ def drive(
     searches: dict[int, Search],
     *,
     scorer: Scorer | None = None,
+    value_fn: ValueFn | None = None,
+    generator: torch.Generator | None = None,
     on_round: Callable[[], None] | None = None,
-) -> None:
-    """Run every problem's search (problem i <-> ``searches[i]``, rows charged to i) to its end.
-    ``on_round``: called whenever every problem has finished the same number of rounds (to
-    checkpoint them); problems then wait for each other at the end of each round."""
+) -> dict[int, object]:
+    """Run every problem's search (problem i <-> ``searches[i]``, rows charged to i) to its end;
+    returns what each search returned. ``on_round``: called whenever every problem has finished
+    the same number of rounds (to checkpoint them); problems then wait for each other at the end
+    of each round."""
+    judges = Judges(scorer, value_fn, generator)
     waiting: dict[int, Ask] = {}
+    returned: dict[int, object] = {}
 
     def resume(i: int, answer) -> None:
         try:
             waiting[i] = searches[i].send(answer)
-        except StopIteration:
+        except StopIteration as stop:
             waiting.pop(i, None)
+            returned[i] = stop.value
 
     for i in searches:
         resume(i, None)
@@ -68,17 +90,27 @@ def drive(
             for i in rounds:
                 resume(i, None)
             continue
-        kind = next((k for k in CHEAP if any(a.kind == k for a in waiting.values())), None)
-        asks = {i: a for i, a in waiting.items() if a.kind == (kind or "rollout")}
-        if kind is None:  # the shortest rollouts (a macro-step's) first: a problem whose next
-            n = min(a.max_new_tokens for a in asks.values())  # ask is a full rollout joins
-            asks = {i: a for i, a in asks.items() if a.max_new_tokens == n}  # the next call
-        for i, answer in _serve(ledger, kind or "rollout", asks, scorer).items():
+        for i, answer in _serve(ledger, _next_batch(waiting), judges).items():
             resume(i, answer)
+    return returned
 
 
-def _serve(ledger: Ledger, kind: str, asks: dict[int, Ask], scorer=None) -> dict[int, object]:
-    """Every ask (all of ``kind``) in one batched call; returns each problem's answer."""
+def _next_batch(waiting: dict[int, Ask]) -> dict[int, Ask]:
+    """The asks served next: every ask of the cheapest kind waiting; with only rollouts left, the
+    shortest ones (a macro-step's or a step's before a full rollout, so that a problem whose next
+    ask is a full rollout joins the next call) of one (length, stop, sampling) kind."""
+    kind = next((k for k in CHEAP if any(a.kind == k for a in waiting.values())), None)
+    if kind is not None:
+        return {i: a for i, a in waiting.items() if a.kind == kind}
+    rollouts = {i: a for i, a in waiting.items() if a.kind == "rollout"}
+    first = min(rollouts.values(), key=lambda a: a.max_new_tokens)
+    key = (first.max_new_tokens, first.stop, first.sample)
+    return {i: a for i, a in rollouts.items() if (a.max_new_tokens, a.stop, a.sample) == key}
+
+
+def _serve(ledger: Ledger, asks: dict[int, Ask], judges: Judges) -> dict[int, object]:
+    """Every ask (all of one kind) in one batched call; returns each problem's answer."""
+    kind = next(iter(asks.values())).kind
     owners = [i for i, a in asks.items() for _ in a.rows]
     rows = [r for a in asks.values() for r in a.rows]
     if kind == "prior":
@@ -95,10 +127,16 @@ def _serve(ledger: Ledger, kind: str, asks: dict[int, Ask], scorer=None) -> dict
             i: t[:, :w] for (i, t), w in zip(_split(asks, lambda a, b: toks[a:b]).items(), widths)
         }
     if kind == "score":
-        out = ledger.score(owners, scorer, rows)
-    else:  # rollout: every ask has the same max_new_tokens
-        n = next(iter(asks.values())).max_new_tokens
-        out = ledger.rollout(owners, rows, n, sample=False)
+        out = ledger.score(owners, judges.scorer, rows)
+    elif kind == "value":
+        done = [d for a in asks.values() for d in a.done]
+        out = ledger.value(owners, judges.value_fn, rows, done)
+    else:  # rollout: every ask has the same length, stop strings and sampling
+        a = next(iter(asks.values()))
+        out = ledger.rollout(
+            owners, rows, a.max_new_tokens, sample=a.sample, stop=a.stop,
+            generator=judges.generator if a.sample else None,
+        )  # fmt: skip
     return _split(asks, lambda a, b: out[a:b])
 
 

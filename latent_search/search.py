@@ -66,17 +66,23 @@ class SearchSpec:
     """beam / mcts: a node's child steps are its top actions' first tokens completed greedily
     ("first-token"), the policy's own samples of the whole step ("sampled"), or single tokens,
     the distinct tokens of the top actions ("token"; a beam then runs a step per token).
-    None: "token" for beam, "first-token" otherwise."""
+    None: "token" for beam and mcts, "first-token" otherwise."""
+    parallel: int = 8
+    """mcts: simulations in flight per problem (virtual loss), batched into one model call."""
+    c_puct: float | None = None
+    """mcts: the PUCT exploration constant. None: 1.0."""
 
     def __post_init__(self) -> None:
         # The one set of defaults (the CLI passes its flags through, None where unset): a beam
         # over single tokens, 8 wide, every action tried, judged by the equation check.
-        beam = self.algorithm == "beam"
+        tree = self.algorithm in ("beam", "mcts")
+        token = self.candidates in (None, "token") and tree
         fill = {
             "scorer": "equations-likelihood" if self.algorithm == "best-of-n" else "equations",
             "beam_width": 8,
-            "expand_k": 64 if beam else 4,
-            "candidates": "token" if beam else "first-token",
+            "expand_k": 64 if token else 4,
+            "candidates": "token" if tree else "first-token",
+            "c_puct": 1.0,
         }
         for name, value in fill.items():
             if getattr(self, name) is None:
@@ -94,7 +100,7 @@ class SearchSpec:
             raise ColaError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
         if self.scorer not in SCORERS:
             raise ColaError(f"scorer={self.scorer!r} must be one of {', '.join(SCORERS)}")
-        for name in ("n", "rounds", "beam_width", "expand_k"):
+        for name in ("n", "rounds", "beam_width", "expand_k", "parallel"):
             if getattr(self, name) < 1:
                 raise ColaError(f"{name}={getattr(self, name)} must be >= 1")
         if self.scorer.endswith("vote") and self.algorithm in (
@@ -118,8 +124,12 @@ class SearchSpec:
             )
         if self.candidates != "first-token" and self.algorithm not in ("beam", "mcts"):
             raise ColaError("--step-candidates applies to beam and mcts")
-        if self.gumbel and self.candidates != "first-token":
-            raise ColaError("--gumbel samples root actions; it needs first-token candidates")
+        if self.gumbel and self.candidates == "sampled":
+            raise ColaError(
+                "--gumbel samples root actions; it needs first-token or token candidates"
+            )
+        if self.c_puct < 0:
+            raise ColaError(f"c_puct={self.c_puct} must be >= 0")
         if self.gumbel and self.algorithm != "mcts":
             raise ColaError("gumbel root selection is an option of --search mcts")
 
@@ -200,6 +210,10 @@ def _dispatch(
             budget=spec.budget,
             gumbel=spec.gumbel,
             candidates=spec.candidates,
+            parallel=spec.parallel,
+            c_puct=spec.c_puct,
+            # The equation check finds faults (1 until one shows): a fault found stays found.
+            aggregate="min" if spec.scorer.startswith("equations") else "last",
         )
         return mcts(backend, prompts, mcfg, value_fn, generator=g, trees=trees, on_round=on_round)
     if spec.algorithm == "beam":

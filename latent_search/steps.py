@@ -1,4 +1,7 @@
-"""Reasoning steps as search edges, shared by beam search and PUCT-MCTS.
+"""Reasoning steps as search edges, shared by beam search and MCTS.
+
+Each proposal is a coroutine of model calls (``latent_search.schedule``): a search proposes the
+steps of its own problem's nodes, and the scheduler batches the calls of every problem.
 
 Three ways to propose a node's candidate steps:
 * ``expand_steps`` ("first-token"): a step starts with one of the top-k actions at the node (all
@@ -22,8 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .ledger import Ledger
-from .types import Prior
+from .schedule import Ask, Search
 
 CANDIDATES = ("first-token", "sampled", "token")
 
@@ -37,35 +39,33 @@ class Step:
     gumbel: float = 0.0  # the noise that ranked the edge's action (Gumbel root sampling), else 0
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """How a search proposes the child steps of its nodes (see the module docstring)."""
+
+    mode: str
+    k: int
+    step_tokens: int
+    stop: tuple[str, ...]
+    eos: int | None
+    n_actions: int
+
+
 def expand_steps(
-    ledger: Ledger,
-    owners: list[int],
-    prefixes: list[list[int]],
-    *,
-    k: int,
-    step_tokens: int,
-    stop: tuple[str, ...],
-    room: list[int],
-    noise: Tensor | None = None,
-) -> tuple[list[list[Step]], Prior]:
-    """Children steps of each prefix. ``room[i]``: tokens prefix i may still generate.
-    ``noise`` [B, A] is added to the log-policy before taking the top k: Gumbel noise there
-    samples k actions without replacement (Gumbel-top-k); zero rows keep the plain top k.
-
-    ``owners[i]``: the problem prefix i belongs to (its model work is charged there).
-
-    Returns (steps per prefix, the prior of each prefix).
-    """
-    backend = ledger.backend
-    eos = backend.eos_id
-    prior = ledger.prior(owners, prefixes)
-    k = min(k, backend.n_actions)
+    prefixes: list[list[int]], how: Proposal, room: list[int], noise: Tensor | None = None
+) -> Search:
+    """Children steps of each prefix; returns them, a list per prefix. ``room[i]``: tokens
+    prefix i may still generate. ``noise`` [B, A] is added to the log-policy before taking the
+    top k: Gumbel noise there samples k actions without replacement (Gumbel-top-k); zero rows
+    keep the plain top k."""
+    prior = yield Ask("prior", prefixes)
+    k = min(how.k, how.n_actions)
     logp = prior.logits.float().log_softmax(-1)  # [B, A]
     noise = torch.zeros_like(logp) if noise is None else noise.to(logp)
     top = (logp + noise).topk(k, dim=-1).indices  # [B, k]
     probs = logp.gather(-1, top).exp()  # [B, k]
     gumbel = noise.gather(-1, top)  # [B, k]
-    first = ledger.expand(owners, prefixes, top)  # [B, k]
+    first = yield Ask("expand", prefixes, actions=top)  # [B, k]
     # Python lists once per call: indexing tensors element by element costs a dispatch each.
     cols = zip(first.tolist(), top.tolist(), probs.tolist(), gumbel.tolist())
     steps: list[list[Step]] = []
@@ -75,51 +75,43 @@ def expand_steps(
             if t in by_token:
                 by_token[t].prior += p
             else:
-                by_token[t] = Step(a, [t], p, t == eos, gu)
+                by_token[t] = Step(a, [t], p, t == how.eos, gu)
         steps.append(list(by_token.values()))
+    if how.step_tokens > 0:
+        yield from _complete(prefixes, steps, how, room)
+    return steps
+
+
+def _complete(prefixes, steps: list[list[Step]], how: Proposal, room: list[int]) -> Search:
+    """Each open step continued greedily up to a step boundary (one batched rollout)."""
     grow = [
-        (row, s)
-        for row, ss in enumerate(steps)
-        for s in ss
-        if step_tokens > 0 and not s.terminal and room[row] > 1
+        (row, s) for row, ss in enumerate(steps) for s in ss if not s.terminal and room[row] > 1
     ]
-    if grow:
-        outs = ledger.rollout(
-            [owners[row] for row, _ in grow],
-            [prefixes[row] + s.tokens for row, s in grow],
-            min(step_tokens, max(room[row] - 1 for row, _ in grow)),
-            sample=False,
-            stop=stop,
-        )
-        for (row, s), out in zip(grow, outs):
-            s.tokens += out[: room[row] - 1]
-            s.terminal = eos in s.tokens
-    return steps, prior
+    if not grow:
+        return
+    outs = yield Ask(
+        "rollout",
+        [prefixes[row] + s.tokens for row, s in grow],
+        max_new_tokens=min(how.step_tokens, max(room[row] - 1 for row, _ in grow)),
+        stop=how.stop,
+    )
+    for (row, s), out in zip(grow, outs):
+        s.tokens += out[: room[row] - 1]
+        s.terminal = how.eos in s.tokens
 
 
-def sample_steps(
-    ledger: Ledger,
-    owners: list[int],
-    prefixes: list[list[int]],
-    *,
-    k: int,
-    step_tokens: int,
-    stop: tuple[str, ...],
-    room: list[int],
-    generator: torch.Generator | None,
-) -> list[list[Step]]:
+def sample_steps(prefixes: list[list[int]], how: Proposal, room: list[int]) -> Search:
     """k sampled completions of the next step of each prefix (one batched rollout), merged by
     their tokens; an edge's action is the index of its first sample, its prior the share of the
     k samples that wrote it."""
-    eos = ledger.backend.eos_id
+    k = how.k
     rows = [i for i in range(len(prefixes)) for _ in range(k)]
-    outs = ledger.rollout(
-        [owners[i] for i in rows],
+    outs = yield Ask(
+        "rollout",
         [prefixes[i] for i in rows],
-        max(1, min(step_tokens or 1, max(room))),
+        max_new_tokens=max(1, min(how.step_tokens or 1, max(room))),
+        stop=how.stop,
         sample=True,
-        generator=generator,
-        stop=stop,
     )
     steps: list[dict[tuple[int, ...], Step]] = [{} for _ in prefixes]
     for j, (i, out) in enumerate(zip(rows, outs)):
@@ -127,35 +119,21 @@ def sample_steps(
         if toks in steps[i]:
             steps[i][toks].prior += 1.0 / k
         else:
-            steps[i][toks] = Step(j % k, list(toks), 1.0 / k, eos in toks)
+            steps[i][toks] = Step(j % k, list(toks), 1.0 / k, how.eos in toks)
     return [list(s.values()) for s in steps]
 
 
-def candidate_steps(
-    ledger: Ledger,
-    owners: list[int],
-    prefixes: list[list[int]],
-    *,
-    mode: str,
-    k: int,
-    step_tokens: int,
-    stop: tuple[str, ...],
-    room: list[int],
-    noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> list[list[Step]]:
-    """The candidate steps of each prefix, proposed the ``mode`` way (see the module docstring)."""
-    if mode == "token":
-        step_tokens = 0
-    if mode == "sampled":
-        return sample_steps(
-            ledger, owners, prefixes, k=k, step_tokens=step_tokens, stop=stop, room=room,
-            generator=generator,
-        )  # fmt: skip
-    steps, _ = expand_steps(
-        ledger, owners, prefixes, k=k, step_tokens=step_tokens, stop=stop, room=room, noise=noise
-    )
-    return steps
+def propose(
+    prefixes: list[list[int]], how: Proposal, room: list[int], noise: Tensor | None = None
+) -> Search:
+    """The candidate steps of each prefix, proposed the ``how.mode`` way (module docstring)."""
+    if not prefixes:
+        return []
+    if how.mode == "sampled":
+        return (yield from sample_steps(prefixes, how, room))
+    if how.mode == "token":
+        how = Proposal("token", how.k, 0, how.stop, how.eos, how.n_actions)
+    return (yield from expand_steps(prefixes, how, room, noise))
 
 
 def branching(tree) -> float:

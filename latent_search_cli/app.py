@@ -176,7 +176,9 @@ NOpt = Annotated[
 WidthOpt = Annotated[int | None, typer.Option(help="beam width. Default: 8.")]
 ExpandOpt = Annotated[
     int | None,
-    typer.Option(help="Actions tried per node (beam, mcts). Default: beam 64 (all), mcts 4."),
+    typer.Option(
+        help="Actions tried per node (beam, mcts). Default: 64 (all) over token candidates, else 4."
+    ),
 ]
 GumbelOpt = Annotated[bool, typer.Option(help="mcts: Gumbel root selection.")]
 CandidatesOpt = Annotated[
@@ -184,8 +186,14 @@ CandidatesOpt = Annotated[
     typer.Option(
         help="beam / mcts child steps: first-token (top actions, completed greedily) | sampled "
         "(the policy's own samples of the whole step) | token (one token: the distinct tokens "
-        "of the top --expand-k actions). Default: beam token, mcts first-token."
+        "of the top --expand-k actions). Default: token."
     ),
+]
+ParallelOpt = Annotated[
+    int, typer.Option(help="mcts: simulations in flight per problem (batched).")
+]
+CPuctOpt = Annotated[
+    float | None, typer.Option("--c-puct", help="mcts: PUCT exploration constant. Default: 1.0.")
 ]
 ValueModelOpt = Annotated[
     str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
@@ -255,6 +263,8 @@ def search_spec(
     expand_k: int | None,
     gumbel: bool,
     step_candidates: str | None,
+    parallel: int = 8,
+    c_puct: float | None = None,
 ):
     """The SearchSpec a command's flags ask for. Unset flags stay None: ``SearchSpec`` owns the
     defaults, so the CLI and the library search the same way (validated: a bad combination is
@@ -273,6 +283,8 @@ def search_spec(
         expand_k=expand_k,
         gumbel=gumbel,
         candidates=step_candidates,
+        parallel=parallel,
+        c_puct=c_puct,
     )
 
 
@@ -301,6 +313,8 @@ def solve(
     expand_k: ExpandOpt = None,
     gumbel: GumbelOpt = False,
     step_candidates: CandidatesOpt = None,
+    parallel: ParallelOpt = 8,
+    c_puct: CPuctOpt = None,
     tree_out: Annotated[
         Path | None, typer.Option(help="Write the search tree (JSON; mcts/mcts-q: every round).")
     ] = None,
@@ -344,6 +358,8 @@ def solve(
         expand_k=expand_k,
         gumbel=gumbel,
         step_candidates=step_candidates,
+        parallel=parallel,
+        c_puct=c_puct,
     )
     cfg = SolveConfig(
         model=model,
@@ -402,6 +418,8 @@ def evaluate(
     expand_k: ExpandOpt = None,
     gumbel: GumbelOpt = False,
     step_candidates: CandidatesOpt = None,
+    parallel: ParallelOpt = 8,
+    c_puct: CPuctOpt = None,
     samples: Annotated[int, typer.Option(help="Searches per problem (maj@k, pass@k).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
     value_model: ValueModelOpt = None,
@@ -471,6 +489,8 @@ def evaluate(
         expand_k=expand_k,
         gumbel=gumbel,
         step_candidates=step_candidates,
+        parallel=parallel,
+        c_puct=c_puct,
     )
     cfg = EvalConfig(
         task=task,

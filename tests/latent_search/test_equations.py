@@ -13,7 +13,8 @@ RIGHT = " 7*12=84. 6*4=24. 84+24=108. 108-20=88. \\boxed{88}"
 
 
 def test_a_consistent_solution_passes_every_check():
-    assert equation_checks(QUESTION, RIGHT) == (13, 13)  # 4 equations x 3, and the answer
+    # 4 equations x 3, the answer, 5 numbers of the question used, 3 results used later
+    assert equation_checks(QUESTION, RIGHT) == (21, 21)
     assert equation_score(QUESTION, RIGHT) == 1.0
 
 
@@ -21,16 +22,27 @@ def test_a_consistent_solution_passes_every_check():
     "wrong, failed",
     [
         (" 7*12=84. 6*4=24. 84+24=100. 100-20=80. \\boxed{80}", 1),  # the calculator
-        (" 7*12=84. 6*3=18. 84+18=102. 102-20=82. \\boxed{82}", 1),  # 3 is not in the question
+        (" 7*12=84. 6*3=18. 84+18=102. 102-20=82. \\boxed{82}", 2),  # 3 misread: 4 unused
         (" 7*12=84. 6*4=24. 84+24=108. 108-20=88. \\boxed{86}", 1),  # not the last result
-        (" 7*12=84. 6*4=24. 84+24=108. 108-21=87. \\boxed{87}", 1),  # misread 20
-        (" 7*12=84. 6*4=24. 84+25=108. 108-20=88. \\boxed{88}", 2),  # 25: misread and wrong sum
+        (" 7*12=84. 6*4=24. 84+24=108. 108-21=87. \\boxed{87}", 2),  # misread 20, unused
+        (" 7*12=84. 6*4=24. 84+25=108. 108-20=88. \\boxed{88}", 3),  # 25: misread, wrong sum,
+        # and 24 never used
+        (" 7*12=84. 84-20=64. \\boxed{64}", 2),  # a step left out: 6 and 4 never used
     ],
 )
 def test_each_kind_of_error_fails_a_check(wrong, failed):
     passed, made = equation_checks(QUESTION, wrong)
     assert made - passed == failed
     assert equation_score(QUESTION, wrong) < 1.0
+
+
+def test_a_finished_text_must_use_every_number_and_every_result():
+    from latent_search.equations import failed_checks
+
+    skipped = " 7*12=84. 6*4=24. 84-20=64. \\boxed{64}"  # the games' 24 never added
+    assert failed_checks(QUESTION, skipped) == ["6*4=24: its result is never used"]
+    # A partial text is not asked for completeness: its later steps may use them.
+    assert equation_score(QUESTION, " 7*12=84. 6*4=24. ", finished=False) == 1.0
 
 
 def test_a_partial_text_is_judged_on_what_it_has_written():
@@ -150,7 +162,7 @@ def test_solve_defaults_to_the_per_token_beam_judged_by_equations():
     assert (default["beam_width"], default["expand_k"]) == (8, 64)
     assert config("--search", "best-of-n")["scorer"] == "equations-likelihood"
     mcts = config("--search", "mcts", "--rounds", "2")
-    assert (mcts["candidates"], mcts["expand_k"], mcts["scorer"]) == ("first-token", 4, "equations")
+    assert (mcts["candidates"], mcts["expand_k"], mcts["scorer"]) == ("token", 64, "equations")
     assert config("--search", "beam", "--beam-width", "2", "--expand-k", "3")["expand_k"] == 3
 
 

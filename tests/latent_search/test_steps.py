@@ -6,8 +6,9 @@ import torch
 import cola_models as cm
 from latent_search.backends.torch_backend import TorchBackend
 from latent_search.ledger import Ledger
+from latent_search.schedule import drive
 from latent_search.search import SearchSpec, run_search
-from latent_search.steps import branching, sample_steps
+from latent_search.steps import Proposal, branching, sample_steps
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +19,13 @@ def backend():
 def test_sampled_steps_are_distinct_policy_samples_with_shares_as_priors(backend):
     ledger = Ledger(backend, 2)
     prefixes = [[1, 40, 41, 42], [1, 50]]
-    steps = sample_steps(
-        ledger, [0, 1], prefixes, k=8, step_tokens=6, stop=(".",), room=[20, 20],
+    how = Proposal("sampled", 8, 6, (".",), backend.eos_id, backend.n_actions)
+    got = drive(
+        ledger,
+        {i: sample_steps([p], how, [20]) for i, p in enumerate(prefixes)},
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
+    steps = [got[0][0], got[1][0]]
     for row in steps:
         assert sum(s.prior for s in row) == pytest.approx(1.0)
         assert len({tuple(s.tokens) for s in row}) == len(row) >= 2  # merged, and they differ
