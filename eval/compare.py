@@ -126,6 +126,22 @@ def default_methods(budget: int | None, greedy_tokens: float | None) -> list[Met
                 expand_k=64,
             ),
         ),
+        Method(
+            "mcts, per token (equations)",
+            "tiny-arith",
+            SearchSpec(**s, algorithm="mcts", scorer="equations", rounds=4096 if budget else 64),
+        ),
+        Method(
+            "mcts-q, per token (equations)",
+            "tiny-arith",
+            SearchSpec(
+                **s,
+                algorithm="mcts-q",
+                scorer="equations",
+                candidates="token",
+                rounds=4096 if budget else 16,
+            ),
+        ),
         Method("beam", "tiny-arith", SearchSpec(**s, **q, algorithm="beam", max_new_tokens=256)),
         Method("mcts", "tiny-arith", SearchSpec(**s, **q, algorithm="mcts", rounds=big)),
         Method("mcts-q", "tiny-arith", SearchSpec(**s, algorithm="mcts-q", rounds=big, scorer="q")),

@@ -207,40 +207,57 @@ def _descend(wave: _Wave, gumbel: dict[int, float] | None, cfg: MCTSConfig) -> i
     return None if node in wave.closed else node
 
 
-def close(tree: Tree, closed: set[int], node: int) -> None:
-    """Close a visited finished node, then every ancestor whose children are all closed: a
-    finished text's judge is deterministic, so a revisit would only repeat its value.
-    Deviation: AlphaZero revisits terminal states."""
-    while node >= 0 and node not in closed:
-        kids = tree.children[node].values()
-        if not tree.terminal[node] and not (kids and all(c in closed for c in kids)):
-            return  # an open text with a child (or an expansion) still to come
-        if tree.terminal[node] and tree.visits[node] == 0:
-            return
-        closed.add(node)
-        node = tree.parent[node]
+def _dead(tree: Tree, node: int, cfg: MCTSConfig) -> bool:
+    """Nothing is left to learn below ``node``: a finished text already visited (its judge is
+    deterministic, so a revisit only repeats its value; deviation: AlphaZero revisits terminal
+    states), or, when a fault found stays found ("min"), a text where the judge's value fell:
+    every text below it is worth no more, so the fault is pruned."""
+    if tree.terminal[node] and tree.visits[node]:
+        return True
+    up = tree.parent[node]
+    return (
+        cfg.aggregate == "min"
+        and up >= 0
+        and tree.reward[node] is not None
+        and tree.reward[up] is not None
+        and tree.reward[node] < tree.reward[up]
+    )
 
 
-def closed_nodes(tree: Tree) -> set[int]:
+def close(tree: Tree, closed: set[int], nodes: list[int], cfg: MCTSConfig) -> None:
+    """Close the dead ones of ``nodes``, then every ancestor whose children are all closed."""
+    for node in nodes:
+        if not _dead(tree, node, cfg):
+            continue
+        while node >= 0 and node not in closed:
+            kids = tree.children[node].values()
+            if not (_dead(tree, node, cfg) or (kids and all(c in closed for c in kids))):
+                break
+            closed.add(node)
+            node = tree.parent[node]
+
+
+def closed_nodes(tree: Tree, cfg: MCTSConfig) -> set[int]:
     """The closed nodes of a (saved) tree: children come after their parents."""
     closed: set[int] = set()
     for n in reversed(range(len(tree))):
         kids = tree.children[n].values()
-        if (tree.terminal[n] and tree.visits[n]) or (kids and all(c in closed for c in kids)):
+        if _dead(tree, n, cfg) or (kids and all(c in closed for c in kids)):
             closed.add(n)
     return closed
 
 
 def select_wave(tree: Tree, gumbel, cfg: MCTSConfig, n: int, closed: set[int]) -> list[int]:
-    """Up to n leaves for this wave's simulations, each picked with the earlier picks' paths
-    counted as visited and worthless (virtual loss). A leaf picked twice ends the wave early:
-    the tree offers nothing else yet."""
+    """Up to n distinct leaves for this wave's simulations, each picked with the earlier picks'
+    paths counted as visited and worthless (virtual loss). A leaf picked again adds its loss
+    and the pick is tried again (2n tries in all): the tree may offer fewer than n leaves."""
     wave, leaves = _Wave(tree, set(closed)), []
-    for _ in range(n):
+    for _ in range(2 * n):
         leaf = _descend(wave, gumbel, cfg)
-        if leaf is None or leaf in leaves:
+        if leaf is None or len(leaves) == n:
             break
-        leaves.append(leaf)
+        if leaf not in leaves:
+            leaves.append(leaf)
         if tree.terminal[leaf]:  # within the wave, a finished leaf is closed once picked
             wave.closed.add(leaf)
         for m in tree.path(leaf):
@@ -319,6 +336,16 @@ def _walk(i: int, tree: Tree, leaves: list[int], cfg: MCTSConfig, ledger: Ledger
     return ends
 
 
+def _new_below(tree: Tree, leaf: int) -> list[int]:
+    """The children a wave's expansions made below ``leaf`` (to close the faulted ones)."""
+    out, todo = [], [leaf]
+    while todo:
+        kids = tree.children[todo.pop()].values()
+        out += kids
+        todo += [c for c in kids if tree.visits[c]]
+    return out
+
+
 def _backup(tree: Tree, end: int, value: float) -> None:
     """Visits +1 and the value's running mean along the root-to-end path."""
     for m in tree.path(end):
@@ -354,7 +381,7 @@ def _search(i: int, tree: Tree, gumbel, cfg: MCTSConfig, ledger: Ledger, how, ge
     if tree.reward[ROOT] is None:
         (v,) = yield Ask("value", [tree.prefix(ROOT)], done=[False])
         tree.reward[ROOT] = float(v)
-    closed = closed_nodes(tree)
+    closed = closed_nodes(tree, cfg)
     while tree.visits[ROOT] < cfg.simulations and ledger.open(i):
         want = min(cfg.parallel, cfg.simulations - tree.visits[ROOT])
         leaves = select_wave(tree, gumbel, cfg, want, closed)
@@ -363,7 +390,7 @@ def _search(i: int, tree: Tree, gumbel, cfg: MCTSConfig, ledger: Ledger, how, ge
         ends = yield from _walk(i, tree, leaves, cfg, ledger, how, gumbel, generator)
         for end in ends:
             _backup(tree, end, tree.reward[end])
-            close(tree, closed, end)
+        close(tree, closed, [m for leaf in leaves for m in _new_below(tree, leaf)] + ends, cfg)
         tree.meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
         if gumbel is not None:
             tree.meta["gumbel"] = {str(c): g for c, g in gumbel.items()}

@@ -23,7 +23,7 @@ from cola_models.errors import ColaError
 from .ledger import Choice, Ledger
 from .schedule import Ask, drive
 from .tree import ROOT, Tree
-from .types import Backend, Scorer, SearchResult
+from .types import Backend, Scorer, SearchResult, ValueFn
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ class MCTSQConfig:
     reference takes actions one by one and keeps duplicates (64 actions map to a few tokens)."""
     budget: int | None = None
     """Model tokens per problem; a problem stops searching once it has spent this many."""
+    walk: bool = False
+    """False: the reference's children, stretched into macro-steps and rolled out greedily
+    outside the tree. True (``--step-candidates token``): each new child is walked greedily
+    inside the tree, a node per token, valued by the search's value function at every token (the walk stops when
+    that value falls); its positions are nodes a later round can expand, so the search can
+    branch at the very token where the policy erred. Deviation: the reference has no walks."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -122,6 +128,59 @@ def final_choice(tree: Tree) -> tuple[int, list[int]]:
         if tree.value[best_term] >= tree.reward[best_roll]:
             return best_term, tree.generated(best_term)
     return best_roll, tree.generated(best_roll) + (tree.rollout[best_roll] or [])
+
+
+def best_finished(tree: Tree) -> int | None:
+    """The finished node the judge values best, ties to the likelier path (token walks)."""
+    done = [n for n in range(len(tree)) if tree.terminal[n] and tree.reward[n] is not None]
+
+    def logp(n: int) -> float:
+        return sum(math.log(max(tree.prior[m], 1e-30)) for m in tree.path(n)[1:])
+
+    return max(done, key=lambda n: (tree.reward[n], logp(n))) if done else None
+
+
+def _walk_and_score(tree: Tree, nodes: list[int], cfg: MCTSQConfig, eos: int | None):
+    """Walk each new node greedily inside the tree (the policy's top action, a node per token)
+    until its text ends or the value falls below the node's own; every node of a walk gets the
+    walk's last value as its rollout score (its greedy rollout is the rest of the walk). Returns
+    the walks' last nodes."""
+    values = yield Ask(
+        "value", [tree.prefix(n) for n in nodes], done=[tree.terminal[n] for n in nodes]
+    )
+    start = {n: float(v) for n, v in zip(nodes, values)}
+    walks = {n: [n] for n in nodes}
+    active = [n for n in nodes if not tree.terminal[n] and tree.depth[n] < cfg.max_depth]
+    while active:
+        prior = yield Ask("prior", [tree.prefix(walks[n][-1]) for n in active])
+        probs = prior.logits.float().softmax(-1)  # [B, A]
+        top = probs.argmax(-1, keepdim=True)  # [B, 1]
+        toks = yield Ask("expand", [tree.prefix(walks[n][-1]) for n in active], actions=top)
+        rows = zip(
+            active, top[:, 0].tolist(), probs.gather(-1, top)[:, 0].tolist(), toks[:, 0].tolist()
+        )
+        new = []
+        for n, a, p, t in rows:
+            at = walks[n][-1]
+            done = t == eos or tree.depth[at] + 1 >= cfg.max_depth
+            walks[n].append(tree.add_child(at, a, [t], prior=p, terminal=done))
+            new.append(n)
+        values = yield Ask(
+            "value",
+            [tree.prefix(walks[n][-1]) for n in new],
+            done=[tree.terminal[walks[n][-1]] for n in new],
+        )
+        active = []
+        for n, v in zip(new, values):
+            last = walks[n][-1]
+            start[last] = float(v)
+            if float(v) >= start[n] and not tree.terminal[last]:
+                active.append(n)
+    for path in walks.values():
+        for m in path:
+            tree.reward[m] = start[path[-1]]
+            tree.rollout[m] = []
+    return [path[-1] for path in walks.values()]
 
 
 def _rollout_and_score(tree: Tree, nodes: list[int], cfg: MCTSQConfig):
@@ -214,10 +273,14 @@ def _search(i: int, tree: Tree, cfg: MCTSQConfig, ledger: Ledger, n_actions: int
         if node is None:
             return
         new = yield from _expand(tree, node, cfg, eos)
-        yield from _macro_steps(tree, new, cfg, eos)
-        yield from _rollout_and_score(tree, new, cfg)
-        for c in new:
-            backup(tree, c, cfg.gamma)
+        if cfg.walk:
+            for end in (yield from _walk_and_score(tree, new, cfg, eos)):
+                backup(tree, end, cfg.gamma)
+        else:
+            yield from _macro_steps(tree, new, cfg, eos)
+            yield from _rollout_and_score(tree, new, cfg)
+            for c in new:
+                backup(tree, c, cfg.gamma)
         tree.meta["rounds"] = rnd + 1
         tree.meta["tokens"] = ledger.spent[i]  # kept so that a saved search resumes
         yield Ask("round")
@@ -229,6 +292,7 @@ def mcts_q(
     cfg: MCTSQConfig,
     scorer: Scorer,
     *,
+    value_fn: ValueFn | None = None,
     trees: list[Tree] | None = None,
     on_round: Callable[[list[Tree]], None] | None = None,
 ) -> list[SearchResult]:
@@ -245,15 +309,19 @@ def mcts_q(
     )
     n_actions = backend.n_actions
     searches = {i: _search(i, t, cfg, ledger, n_actions) for i, t in enumerate(trees)}
+    if cfg.walk and value_fn is None:
+        raise ColaError("mcts-q over token candidates needs a value function of partial texts")
     drive(
         ledger,
         searches,
         scorer=scorer,
+        value_fn=value_fn,
         on_round=None if on_round is None else lambda: on_round(trees),
     )
     choices = []
     for tree in trees:
-        node, tokens = final_choice(tree)
+        best = best_finished(tree) if cfg.walk else None
+        node, tokens = (best, tree.generated(best)) if best is not None else final_choice(tree)
         stats = {"nodes": len(tree), "rounds": tree.meta.get("rounds", 0)}
         choices.append(Choice(tokens, tree, node, stats))
     return ledger.results(choices, algorithm="mcts-q", config=cfg, scorer=scorer)

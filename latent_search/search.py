@@ -122,8 +122,10 @@ class SearchSpec:
             raise ColaError(
                 f"candidates={self.candidates!r} must be one of {', '.join(CANDIDATES)}"
             )
-        if self.candidates != "first-token" and self.algorithm not in ("beam", "mcts"):
-            raise ColaError("--step-candidates applies to beam and mcts")
+        if self.candidates == "sampled" and self.algorithm == "mcts-q":
+            raise ColaError("mcts-q takes first-token or token candidates")
+        if self.candidates != "first-token" and self.algorithm not in ("beam", "mcts", "mcts-q"):
+            raise ColaError("--step-candidates applies to beam, mcts and mcts-q")
         if self.gumbel and self.candidates == "sampled":
             raise ColaError(
                 "--gumbel samples root actions; it needs first-token or token candidates"
@@ -232,5 +234,6 @@ def _dispatch(
         rollout_tokens=spec.max_new_tokens,
         max_depth=spec.max_new_tokens,
         budget=spec.budget,
+        walk=spec.candidates == "token",
     )
-    return mcts_q(backend, prompts, cfg, scorer, trees=trees, on_round=on_round)
+    return mcts_q(backend, prompts, cfg, scorer, value_fn=value_fn, trees=trees, on_round=on_round)

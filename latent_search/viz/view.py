@@ -82,6 +82,8 @@ def stats(tree: Tree, node: int) -> list[tuple[str, str]]:
     if node != ROOT:
         out += [("Q", fmt_num(tree.q[node])), ("P", fmt_num(tree.prior[node]))]
     out.append(("R", fmt_num(tree.reward[node])))
+    if len(tree.tokens[node]) > 1:  # a collapsed chain (mcts) or a step: one edge, many tokens
+        out.append(("tokens", str(len(tree.tokens[node]))))
     return out
 
 

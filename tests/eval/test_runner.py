@@ -189,6 +189,6 @@ def test_compare_plot_draws_no_two_methods_alike():
 
     rows = [{"method": m.name, "level": m.level} for m in default_methods(1000, 60.0)]
     looks = styles(rows)
-    assert len(rows) == 18 and len(set(looks)) == len(rows)
+    assert len(rows) == 20 and len(set(looks)) == len(rows)
     fam = {r["method"]: s[0] for r, s in zip(rows, looks)}
     assert fam["mcts"] == fam["token mcts"] != fam["mcts-q"]  # a family shares its colour
