@@ -31,10 +31,14 @@ LARGE = 100_000
 """Rounds of mcts / mcts-q: far more than any budget here buys, so the budget is what binds."""
 
 
-def beam_width(budget: int, prompt: int = 35, per_width: int = 18) -> int:
-    """The widest per-token beam whose mean cost (about prompt + width * tokens of an answer,
-    measured: 8 wide spends 176 per problem) stays under the budget."""
-    return max(1, (budget - prompt) // per_width)
+def beam_width(budget: int) -> int:
+    """The widest per-token beam whose mean spend stays under the budget. Its spend, measured on
+    these problems: about 35 + w * (17 + w / 3) tokens (4 wide 105, 11 wide 265: wider beams
+    keep more hypotheses alive for longer)."""
+    w = 1
+    while 35 + (w + 1) * (17 + (w + 1) / 3) <= budget:
+        w += 1
+    return w
 
 
 def spec_for(search: str, m: int, budget: int):

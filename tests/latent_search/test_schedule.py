@@ -107,3 +107,34 @@ def test_mcts_q_trees_do_not_depend_on_the_batch_or_the_schedule(tiny_arith):
         assert a.tree.tokens == b.tree.tokens == c.tree.tokens
         assert a.tree.visits == b.tree.visits == c.tree.visits
         assert a.tokens_used == b.tokens_used == c.tokens_used
+
+
+def test_value_asks_are_one_call_with_each_rows_finished_flag():
+    seen_rows = []
+
+    def value_fn(seqs, done, meter):
+        seen_rows.append((len(seqs), list(done), meter.owners))
+        return [float(len(s)) for s in seqs]
+
+    def search(rows, done):
+        got = yield Ask("value", rows, done=done)
+        return got
+
+    ledger = Ledger(Recording(), 2)
+    out = drive(
+        ledger,
+        {0: search([[0, 10], [0]], [True, False]), 1: search([[0, 10, 11]], [False])},
+        value_fn=value_fn,
+    )
+    assert seen_rows == [(3, [True, False, False], [0, 0, 1])]  # one call, rows charged
+    assert out == {0: [2.0, 1.0], 1: [3.0]}  # each search returns its own values
+
+
+def test_rollouts_differing_in_stop_or_sampling_are_not_merged():
+    plans = [
+        [Ask("rollout", [[0]], max_new_tokens=8, stop=(".",))],
+        [Ask("rollout", [[0]], max_new_tokens=8)],
+        [Ask("rollout", [[0]], max_new_tokens=8, stop=(".",))],
+    ]
+    calls, _, _ = _run(plans)
+    assert sorted(calls) == [("rollout8", 1), ("rollout8", 2)]
