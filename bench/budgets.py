@@ -26,19 +26,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 from paired import correct, mcnemar_p  # noqa: E402
 
-SEARCHES = ("beam", "mcts", "mcts-gumbel", "mcts-q", "best-of-n")
+SEARCHES = ("beam", "mcts", "best-of-n", "mcts-gumbel", "mcts-q")
 LARGE = 100_000
 """Rounds of mcts / mcts-q: far more than any budget here buys, so the budget is what binds."""
 
 
-def beam_width(budget: int) -> int:
-    """The widest per-token beam whose mean spend stays under the budget. Its spend, measured on
-    these problems: about 35 + w * (17 + w / 3) tokens (4 wide 105, 11 wide 265: wider beams
-    keep more hypotheses alive for longer)."""
-    w = 1
-    while 35 + (w + 1) * (17 + (w + 1) / 3) <= budget:
-        w += 1
-    return w
+WIDTHS = {2: 4, 4: 9, 8: 13, 16: 20}
+"""The per-token beam's width at each budget multiple: the widest whose mean spend, measured on
+these problems, stays under the budget (4 wide spent 105 tokens, 9 wide 198, 11 wide 265, 18
+wide 777: a wider beam keeps faulted hypotheses that ramble on to the length cap)."""
 
 
 def spec_for(search: str, m: int, budget: int):
@@ -48,9 +44,13 @@ def spec_for(search: str, m: int, budget: int):
         # Not capped: a beam holds no finished text until its hypotheses end, so a cap that
         # binds on a long problem leaves it without an answer. It is sized so that its mean
         # spend stays under the budget instead (the table reports what it spent).
-        return SearchSpec("beam", beam_width=beam_width(budget))
-    if search in ("mcts", "mcts-gumbel"):
-        return SearchSpec("mcts", budget=budget, rounds=LARGE, gumbel=search == "mcts-gumbel")
+        return SearchSpec("beam", beam_width=WIDTHS[m])
+    if search == "mcts":
+        return SearchSpec("mcts", budget=budget, rounds=LARGE)
+    if search == "mcts-gumbel":
+        # Sequential halving plans its phases over a known number of simulations: about what
+        # the budget buys (a simulation's walk costs a few tokens), not an unbounded count.
+        return SearchSpec("mcts", budget=budget, rounds=max(16, budget // 4), gumbel=True)
     if search == "mcts-q":
         return SearchSpec("mcts-q", budget=budget, rounds=LARGE, candidates="token")
     return SearchSpec("best-of-n", budget=budget, n=m)

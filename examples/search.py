@@ -1,10 +1,10 @@
-"""Solve two problems with the per-token beam judged by the equation check (the CLI's `solve`
+"""Solve two problems with per-token MCTS judged by the equation check (the CLI's `solve`
 default), from Python. Runs on CUDA in bf16 when a GPU is present, else on the CPU."""
 
 from eval.searcher import load_searcher
 from latent_search import SearchSpec, run_search
 
-spec = SearchSpec("beam", candidates="token", beam_width=8, expand_k=64, scorer="equations")
+spec = SearchSpec("mcts", candidates="token", rounds=32, expand_k=64, scorer="equations")
 searcher = load_searcher("tiny-arith", spec)  # the bundled model; device="auto", dtype="auto"
 questions = [
     "Tom has 3 apples. Ann gives him 4 more. How many apples does Tom have now?",

@@ -15,7 +15,9 @@ read and no model runs, so no tokens are charged. Measured before it drives a se
 "Measured: the verifier report"): on the bundled arith model's samples it ranks a problem's
 right samples above its wrong ones at within-problem AUC 0.81 [0.77, 0.85], against the
 likelihood's 0.74 and the Q head's 0.50; the calculator alone does most of it (most of that
-model's wrong answers start with a miscalculated result). It only judges texts that write
+model's wrong answers start with a miscalculated result). The completeness checks took it from
+0.82 [0.76, 0.88] to 0.86 [0.81, 0.91] on 200 problems x 32 samples ("Measured: the equation
+check"). It only judges texts that write
 their arithmetic as equations (single ``a op b = r``); a finished text with none scores 0.
 """
 

@@ -34,6 +34,7 @@ them by sequential halving on g(a) + log pi(a) + sigma(q(a)). Below the root, se
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -147,12 +148,13 @@ def puct_child(wave: _Wave, node: int, c_puct: float) -> int:
     return max(kids, key=score)
 
 
-def considered_visits(m: int, n: int) -> list[int]:
+@functools.lru_cache(maxsize=64)
+def considered_visits(m: int, n: int) -> tuple[int, ...]:
     """Sequential halving schedule: the visit count the root child chosen at simulation i must
     have. m children start; each phase gives every surviving child the same share of the n
     simulations, then halves the survivors (at least 2), as in Gumbel MuZero."""
     if m <= 1:
-        return list(range(n))
+        return tuple(range(n))
     phases = max(1, math.ceil(math.log2(m)))
     seq: list[int] = []
     visits = [0] * m
@@ -162,7 +164,7 @@ def considered_visits(m: int, n: int) -> list[int]:
             seq += visits[:alive]
             visits[:alive] = [v + 1 for v in visits[:alive]]
         alive = max(2, alive // 2)
-    return seq[:n]
+    return tuple(seq[:n])
 
 
 def gumbel_scores(wave: _Wave, gumbel: dict[int, float], cfg: MCTSConfig) -> dict[int, float]:

@@ -298,11 +298,11 @@ def solve(
     search: Annotated[
         str,
         typer.Option(
-            help="greedy | sample | best-of-n | beam | mcts | mcts-q. Default: beam over single "
-            "tokens, 8 wide, every action tried, judged by the equation check: the best "
-            "gold-free search measured here (docs/search.md)."
+            help="greedy | sample | best-of-n | beam | mcts | mcts-q. Default: MCTS over single "
+            "tokens (every action tried, 32 simulations, 8 at a time), judged by the equation "
+            "check: the best gold-free search measured here (docs/search.md)."
         ),
-    ] = "beam",
+    ] = "mcts",
     budget: BudgetOpt = None,
     scorer: ScorerOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length cap.")] = 256,

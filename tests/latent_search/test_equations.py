@@ -139,7 +139,7 @@ def test_tie_broken_ranks_by_the_first_judge_and_breaks_its_ties_by_the_second()
     assert sorted(range(5), key=lambda i: -scores[i]) == [1, 0, 2, 3, 4]
 
 
-def test_solve_defaults_to_the_per_token_beam_judged_by_equations():
+def test_solve_defaults_to_per_token_mcts_judged_by_equations():
     import json
 
     from typer.testing import CliRunner
@@ -155,11 +155,13 @@ def test_solve_defaults_to_the_per_token_beam_judged_by_equations():
 
     default = config()
     assert (default["algorithm"], default["candidates"], default["scorer"]) == (
-        "beam",
+        "mcts",
         "token",
         "equations",
     )
-    assert (default["beam_width"], default["expand_k"]) == (8, 64)
+    assert (default["rounds"], default["expand_k"], default["parallel"]) == (32, 64, 8)
+    beam = config("--search", "beam")
+    assert (beam["beam_width"], beam["expand_k"], beam["candidates"]) == (8, 64, "token")
     assert config("--search", "best-of-n")["scorer"] == "equations-likelihood"
     mcts = config("--search", "mcts", "--rounds", "2")
     assert (mcts["candidates"], mcts["expand_k"], mcts["scorer"]) == ("token", 64, "equations")

@@ -70,9 +70,9 @@ def test_considered_visits_is_sequential_halving():
 
     seq = considered_visits(4, 16)
     assert len(seq) == 16
-    assert seq[:4] == [0, 0, 0, 0] and seq[4:8] == [1, 1, 1, 1]  # phase 1: all 4, twice each
+    assert seq[:4] == (0, 0, 0, 0) and seq[4:8] == (1, 1, 1, 1)  # phase 1: all 4, twice each
     assert set(seq[8:]) <= {2, 3, 4, 5}  # later phases: only survivors gain visits
-    assert considered_visits(1, 3) == [0, 1, 2]
+    assert considered_visits(1, 3) == (0, 1, 2)
 
 
 def test_gumbel_root_finds_the_valuable_action_and_is_seeded():
