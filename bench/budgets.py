@@ -68,8 +68,12 @@ def run(name: str, spec, args) -> dict:
     return {"run": name, **summary}
 
 
-def paired(run: Path, base: Path) -> dict:
+def paired(run: Path, base: Path) -> dict | None:
+    """McNemar of ``run`` against ``base`` on the same problems; None while ``base`` is not
+    finished (it lacks some of the problems)."""
     a, b = correct(run), correct(base)
+    if set(a) - set(b):
+        return None
     wins = sum(a[k] and not b[k] for k in a)
     losses = sum(b[k] and not a[k] for k in a)
     return {"wins": wins, "losses": losses, "p": mcnemar_p(wins, losses)}

@@ -30,3 +30,10 @@ def machine() -> str:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({threads} threads), {gpu}"
     )
+
+
+def md_table(header: list[str], rows: list[list[object]]) -> str:
+    """A markdown table: ``header`` and one line per row of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

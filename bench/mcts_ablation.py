@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine, md_table  # noqa: E402
 
 VARIANTS = {
     "default": {},
@@ -74,11 +74,11 @@ def main() -> None:
     problems = get_task("arith").generate(args.limit, seed=1, split="test")
     print(f"machine: {machine()}; {args.limit} problems, budget {args.budget}", flush=True)
     rows = [run(k, v, problems, args.budget) for k, v in VARIANTS.items()]
-    print("| variant | accuracy | tokens / problem | s / problem | nodes / tree | model calls |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['variant']} | {r['accuracy']:.1%} | {r['tokens_per_problem']:.0f} | "
-              f"{r['seconds_per_problem']:.3f} | {r['nodes_per_tree']:.1f} | {r['model_calls']} |")  # fmt: skip
+    header = ["variant", "accuracy", "tokens / problem", "s / problem", "nodes / tree", "calls"]
+    cells = [[r["variant"], f"{r['accuracy']:.1%}", f"{r['tokens_per_problem']:.0f}",
+              f"{r['seconds_per_problem']:.3f}", f"{r['nodes_per_tree']:.1f}", r["model_calls"]]
+             for r in rows]  # fmt: skip
+    print(md_table(header, cells))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from budgets import WIDTHS  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, md_table  # noqa: E402
 
 GREEDY_TOKENS = 59.3
 """Greedy's mean model tokens per problem on the 500 problems (bench/budgets.py)."""
@@ -83,11 +83,10 @@ def main() -> None:
         rows[name] = {"s_per_problem": sec / n, "tokens": tok, "s_per_ktok": 1000 * sec / n / tok}
     g = rows["greedy"]["s_per_ktok"]
     print(f"machine: {machine()}; {n} problems, median of {args.repeats}")
-    print("| search | tokens / problem | s / problem | s / 1k tokens | × greedy's s / token |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r in rows.items():
-        print(f"| {name} | {r['tokens']:.0f} | {r['s_per_problem']:.3f} | "
-              f"{r['s_per_ktok']:.2f} | {r['s_per_ktok'] / g:.2f} |")  # fmt: skip
+    header = ["search", "tokens / problem", "s / problem", "s / 1k tokens", "× greedy's s / token"]
+    cells = [[name, f"{r['tokens']:.0f}", f"{r['s_per_problem']:.3f}", f"{r['s_per_ktok']:.2f}",
+              f"{r['s_per_ktok'] / g:.2f}"] for name, r in rows.items()]  # fmt: skip
+    print(md_table(header, cells))
     for m in args.multiples:
         b, t = rows[f"beam {WIDTHS[m]} wide ({m}x)"], rows[f"mcts ({m}x)"]
         print(f"{m}x: mcts / beam wall time per problem {t['s_per_problem'] / b['s_per_problem']:.2f}"

@@ -57,3 +57,14 @@ def target_scorer(target: list[int]):
         return out
 
     return score
+
+
+def fault_judge(target: list[int]):
+    """A fault-finding value function: 1.0 while the generated tokens follow ``target``, 0 once
+    they leave it (the shape of the equation check: nothing wrong until a fault shows)."""
+
+    def value(seqs, done, meter=None):
+        gen = [[t for t in s if t >= 10] for s in seqs]
+        return [float(all(a == b for a, b in zip(g, target))) for g in gen]
+
+    return value

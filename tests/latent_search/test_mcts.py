@@ -1,5 +1,5 @@
 import pytest
-from toy_world import ToyBackend
+from toy_world import ToyBackend, fault_judge
 
 from latent_search.mcts import MCTSConfig, mcts
 from latent_search.tree import ROOT
@@ -126,21 +126,11 @@ def test_interrupted_search_resumes_from_its_saved_tree(tmp_path, gumbel):
     assert resumed.tree.visits == full.tree.visits and resumed.tree.parent == full.tree.parent
 
 
-def _faults(target):
-    """A fault-finding judge: 1.0 while the generated tokens follow ``target``, 0 once not."""
-
-    def value(seqs, done, meter=None):
-        gen = [[t for t in s if t >= 10] for s in seqs]
-        return [float(all(a == b for a, b in zip(g, target))) for g in gen]
-
-    return value
-
-
 def test_token_children_walks_and_path_min_find_the_one_right_text():
     be = ToyBackend(n_actions=4, horizon=3, prior_bias=1.0)
     cfg = MCTSConfig(simulations=64, candidates="token", expand_k=4, max_new_tokens=4,
                      aggregate="min", parallel=4)  # fmt: skip
-    (res,) = mcts(be, [[0]], cfg, _faults([11, 13, 12]))
+    (res,) = mcts(be, [[0]], cfg, fault_judge([11, 13, 12]))
     tree = res.tree
     assert [t for t in res.tokens if t >= 10] == [11, 13, 12]
     # Path min: a node below a faulted one is worth no more than it.
@@ -152,7 +142,7 @@ def test_token_children_walks_and_path_min_find_the_one_right_text():
 def test_forced_tokens_collapse_into_one_edge():
     be = ToyBackend(n_actions=1, horizon=3)  # one action: every token is forced
     cfg = MCTSConfig(simulations=4, candidates="token", expand_k=1, max_new_tokens=8)
-    (res,) = mcts(be, [[0]], cfg, _faults([10, 10, 10]))
+    (res,) = mcts(be, [[0]], cfg, fault_judge([10, 10, 10]))
     tree = res.tree
     assert len(tree) == 2 and tree.tokens[1] == [10, 10, 10, 1]  # the root's child holds them
     assert res.stats["chains"] == 1 and tree.terminal[1]
@@ -162,7 +152,7 @@ def test_parallel_simulations_spread_by_virtual_loss():
     be = ToyBackend(n_actions=4, horizon=3)
     cfg = MCTSConfig(simulations=9, candidates="token", expand_k=4, max_new_tokens=4, parallel=8,
                      walk=False)  # fmt: skip
-    (res,) = mcts(be, [[0]], cfg, _faults([10, 10, 10]))
+    (res,) = mcts(be, [[0]], cfg, fault_judge([10, 10, 10]))
     kids = set(res.tree.children[ROOT].values())
     # The root's wave of one, then 8 simulations at once: virtual loss sends them to different
     # leaves, not 8 times down the likeliest path.
@@ -174,7 +164,7 @@ def test_a_collapsed_chain_shows_as_one_edge_in_the_viewer():
 
     be = ToyBackend(n_actions=1, horizon=3)
     cfg = MCTSConfig(simulations=2, candidates="token", expand_k=1, max_new_tokens=8)
-    (res,) = mcts(be, [[0]], cfg, _faults([10, 10, 10]))
+    (res,) = mcts(be, [[0]], cfg, fault_judge([10, 10, 10]))
     tree = res.tree
     tree.text = tree.decoded(be.decode)
     shown = text.render(tree, None, None, color=False)

@@ -1,5 +1,5 @@
 import pytest
-from toy_world import ToyBackend, target_scorer
+from toy_world import ToyBackend, fault_judge, target_scorer
 
 from latent_search.mcts_q import MCTSQConfig, mcts_q
 from latent_search.tree import ROOT, Tree
@@ -58,21 +58,11 @@ def test_bad_config(bad):
         MCTSQConfig(**bad)
 
 
-def _prefix_value(target):
-    """A fault-finding judge: 1.0 while the generated tokens follow ``target``, 0 once not."""
-
-    def value(seqs, done, meter=None):
-        gen = [[t for t in s if t >= 10] for s in seqs]
-        return [float(all(a == b for a, b in zip(g, target))) for g in gen]
-
-    return value
-
-
 def test_token_walks_keep_every_position_as_a_node_and_find_the_target():
     be = ToyBackend(n_actions=4, horizon=3)
     cfg = MCTSQConfig(rounds=120, b_root=4, b_other=4, max_depth=4, walk=True)
     target = [13, 12, 13]
-    (res,) = mcts_q(be, [[0]], cfg, target_scorer(target), value_fn=_prefix_value(target))
+    (res,) = mcts_q(be, [[0]], cfg, target_scorer(target), value_fn=fault_judge(target))
     tree = res.tree
     assert [t for t in res.tokens if t >= 10] == target
     assert all(len(t) <= 1 for t in tree.tokens)  # a node per token: any position can branch
