@@ -68,6 +68,11 @@ def run(name: str, spec, args) -> dict:
     return {"run": name, **summary}
 
 
+def finished(run: Path, limit: int) -> bool:
+    path = run / "results.jsonl"
+    return path.is_file() and len(path.read_text().splitlines()) >= limit
+
+
 def paired(run: Path, base: Path) -> dict | None:
     """McNemar of ``run`` against ``base`` on the same problems; None while ``base`` is not
     finished (it lacks some of the problems)."""
@@ -135,6 +140,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--multiples", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--only", nargs="*", choices=SEARCHES, default=None)
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: tabulate and plot the runs of OUT that are finished")  # fmt: skip
     args = ap.parse_args()
     from cola_models.atomic import write_atomic
     from latent_search.search import SearchSpec
@@ -148,6 +155,8 @@ def main() -> None:
     for s in [s for s in SEARCHES if not args.only or s in args.only]:
         for m in args.multiples:
             budget = round(m * g_tokens)
+            if args.report and not finished(args.out / f"{s}-{m}x", args.limit):
+                continue
             r = run(f"{s}-{m}x", spec_for(s, m, budget), args)
             r.update(search=s, multiple=m, budget=budget)
             r["s_per_ktok"] = 1000 * r["seconds_per_problem"] / r["tokens_per_problem"]
