@@ -14,7 +14,11 @@ One simulation, for one problem:
    other children, so a later simulation can branch at the very token where the policy erred.
    Deviation: the reference rolls out outside the tree and keeps only the rollout's score.
 3. Evaluation and backup: the judge's value of the walk's last node (a finished text is judged
-   as finished) is added to the running mean of every node from the root to there.
+   as finished) is added to the running mean of every node from the root to there. With a
+   fault-finding judge (``aggregate="min"``: the equation check) a node's value is the lowest
+   the judge gave its text on the way from the root, and a faulted node is closed, as is a
+   finished one once visited: nothing below them can score better, so selection skips them,
+   and a search whose every node is closed ends before its budget.
 
 A node whose expansion proposes a single child (every action wrote the same token: a forced
 token) is not given a child: its own edge grows by that token (chain collapsing), so the tree
