@@ -250,42 +250,32 @@ def eval_progress(update):
 
 
 # The command-line flags that make a SearchSpec, and the spec field each one sets.
-def search_spec(
-    *,
-    search: str,
-    budget: int | None,
-    scorer: str | None,
-    max_new_tokens: int,
-    seed: int,
-    rounds: int,
-    n: int,
-    beam_width: int | None,
-    expand_k: int | None,
-    gumbel: bool,
-    step_candidates: str | None,
-    parallel: int = 8,
-    c_puct: float | None = None,
-):
-    """The SearchSpec a command's flags ask for. Unset flags stay None: ``SearchSpec`` owns the
-    defaults, so the CLI and the library search the same way (validated: a bad combination is
-    one line)."""
+SPEC_FLAGS = {
+    "search": "algorithm",
+    "budget": "budget",
+    "scorer": "scorer",
+    "max_new_tokens": "max_new_tokens",
+    "seed": "seed",
+    "rounds": "rounds",
+    "n": "n",
+    "beam_width": "beam_width",
+    "expand_k": "expand_k",
+    "gumbel": "gumbel",
+    "step_candidates": "candidates",
+    "parallel": "parallel",
+    "c_puct": "c_puct",
+}
+
+
+def search_spec(flags: dict | None = None, **more):
+    """The SearchSpec a command's flags ask for (``flags``: the command's arguments, the ones in
+    ``SPEC_FLAGS`` read; flags passed by name come on top). Unset flags stay None:
+    ``SearchSpec`` owns the defaults, so the CLI and the library search the same way
+    (validated: a bad combination is one line)."""
     from latent_search.search import SearchSpec
 
-    return SearchSpec(
-        algorithm=search,
-        budget=budget,
-        scorer=scorer,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        rounds=rounds,
-        n=n,
-        beam_width=beam_width,
-        expand_k=expand_k,
-        gumbel=gumbel,
-        candidates=step_candidates,
-        parallel=parallel,
-        c_puct=c_puct,
-    )
+    given = {k: v for k, v in (flags or {}).items() if k in SPEC_FLAGS} | more
+    return SearchSpec(**{SPEC_FLAGS[k]: v for k, v in given.items()})
 
 
 @app.command()
@@ -346,21 +336,7 @@ def solve(
         from latent_search.viz import resolve_format
 
         resolve_format(viz, None)  # an unknown format is refused before the search, not after
-    spec = search_spec(
-        search=search,
-        budget=budget,
-        scorer=scorer,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        rounds=rounds,
-        n=n,
-        beam_width=beam_width,
-        expand_k=expand_k,
-        gumbel=gumbel,
-        step_candidates=step_candidates,
-        parallel=parallel,
-        c_puct=c_puct,
-    )
+    spec = search_spec(locals())
     cfg = SolveConfig(
         model=model,
         search=spec,
@@ -477,21 +453,7 @@ def evaluate(
     if metric != "accuracy":
         raise ColaError(f"unknown metric {metric!r}; choose accuracy or diversity")
 
-    spec = search_spec(
-        search=search,
-        budget=budget,
-        scorer=scorer,
-        max_new_tokens=max_new_tokens or 256,
-        seed=seed,
-        rounds=rounds,
-        n=n,
-        beam_width=beam_width,
-        expand_k=expand_k,
-        gumbel=gumbel,
-        step_candidates=step_candidates,
-        parallel=parallel,
-        c_puct=c_puct,
-    )
+    spec = search_spec(locals(), max_new_tokens=max_new_tokens or 256)
     cfg = EvalConfig(
         task=task,
         model=model,
