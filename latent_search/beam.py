@@ -1,6 +1,6 @@
 """Step-level beam search over latent actions (or tokens), ranked by a gold-free judge.
 
-A step is proposed by ``steps.candidate_steps``: one of the policy's top-k actions at the beam's
+A step is proposed by ``steps.propose``: one of the policy's top-k actions at the beam's
 state completed greedily up to a step boundary (``step_stop``), the policy's own samples of the
 step, or a single token (``step_tokens=0`` / "token" candidates). Hypotheses are ranked by the
 judge's value of their newest text, ties by the summed log-prior of their steps; finished ones
