@@ -48,6 +48,19 @@ def fill(template: str, question: str) -> str:
     return template.replace("{question}", question)
 
 
+def question_of(template: str, prompt: str) -> str:
+    """The question a prompt posed with ``template`` holds (``fill`` undone), or the prompt as it
+    is when it does not read as that template filled."""
+    before, _, after = template.partition("{question}")
+    if (
+        len(prompt) >= len(before) + len(after)
+        and prompt.startswith(before)
+        and prompt.endswith(after)
+    ):
+        return prompt[len(before) : len(prompt) - len(after)].strip()
+    return prompt
+
+
 def format_prompt(question: str, template: str | None = None, *, task: str | None = None) -> str:
     """The prompt posing ``question``: by default in the training format."""
     return fill(get_template(template, task), question)

@@ -39,6 +39,9 @@ class EvalConfig:
     value_model: str | None = None
     verifier: str | None = None
     """A reward-model directory for --scorer verifier / weighted-vote."""
+    judge: dict = field(default_factory=dict)
+    """How to read ``verifier`` (``cola_models.prm.OPTIONS``); only the settings given, so a
+    run made before they existed keeps its identity."""
     backend: str = "torch"
     template: str | None = None
     """Prompt template: a name from eval.prompts.PROMPT_TEMPLATES or a string with {question};
@@ -319,6 +322,7 @@ def _searcher(cfg: EvalConfig):
         value_model=cfg.value_model,
         backend=cfg.backend,
         verifier=cfg.verifier,
+        judge=cfg.judge,
         device=cfg.device,
         dtype=cfg.dtype,
     )

@@ -73,8 +73,16 @@ def _needs_q(model, spec: SearchSpec, value_model: str | None) -> None:
         )
 
 
-def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None, placement) -> None:
-    """Judge with a reward model, or the model's own likelihood, when the scorer asks for one."""
+def _reward(
+    searcher: Searcher, spec: SearchSpec, verifier: str | None, placement, judge: dict
+) -> None:
+    """Judge with a reward model, or the model's own likelihood, when the scorer asks for one.
+    ``judge``: the flags that say how to read the reward model (``cola_models.prm.OPTIONS``)."""
+    if any(v is not None for v in judge.values()) and not verifier:
+        raise ColaError(
+            "--verifier-format, --step-separator, --step-tag, --good-token, "
+            "--bad-token and --prm-aggregate read a --verifier DIR; none was given"
+        )
     if spec.scorer.startswith("likelihood"):
         from latent_search.backends.likelihood import likelihood_scorer, likelihood_value_fn
 
@@ -94,12 +102,24 @@ def _reward(searcher: Searcher, spec: SearchSpec, verifier: str | None, placemen
         return
     if not verifier:
         raise ColaError(f"--scorer {spec.scorer} needs --verifier DIR (a reward model)")
-    from cola_models.reward_model import load_reward_model
-    from latent_search.backends.reward import reward_scorer, reward_value_fn
+    from cola_models.prm import ProcessRewardModel, load_judge
+    from latent_search.backends import reward
 
-    rm = load_reward_model(verifier, device=placement.device, dtype=placement.dtype)
-    searcher.scorer = reward_scorer(rm, searcher.backend.decode)
-    searcher.value_fn = reward_value_fn(rm, searcher.backend.decode)
+    rm = load_judge(verifier, judge, device=placement.device, dtype=placement.dtype)
+    decode = searcher.backend.decode
+    if not isinstance(rm, ProcessRewardModel):
+        searcher.scorer = reward.reward_scorer(rm, decode)
+        searcher.value_fn = reward.reward_value_fn(rm, decode)
+        return
+    from .prompts import question_of
+
+    # The PRM reads the question in its own format: the searched prompt's template undone, read
+    # when called (eval sets the template after loading).
+    def question(prompt: str) -> str:
+        return question_of(searcher.template, prompt)
+
+    searcher.scorer = reward.prm_scorer(rm, decode, question)
+    searcher.value_fn = reward.prm_value_fn(rm, decode, question)
 
 
 def _backend_opts(backend: str, model, spec: SearchSpec, placement) -> dict:
@@ -121,11 +141,13 @@ def load_searcher(
     value_model: str | None = None,
     backend: str = "torch",
     verifier: str | None = None,
+    judge: dict | None = None,
     device: str = "auto",
     dtype: str = "auto",
 ) -> Searcher:
     """The models a search runs on, placed on ``device`` in ``dtype`` ("auto": CUDA in bfloat16
-    when a GPU is present, else the CPU in float32); every model of one search on one device."""
+    when a GPU is present, else the CPU in float32); every model of one search on one device.
+    ``judge``: how to read ``verifier`` (format, step separator or tag, aggregation; flags)."""
     import cola_models as cm
     from cola_models.catalog import fingerprint
     from cola_models.devices import Placement
@@ -154,5 +176,5 @@ def load_searcher(
         context=model.backbone.hf_config.max_position_embeddings,
         fingerprint=fingerprint(model_name),
     )
-    _reward(searcher, spec, verifier, placement)
+    _reward(searcher, spec, verifier, placement, judge or {})
     return searcher

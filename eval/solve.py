@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from cola_models.errors import ColaError
 from latent_search.search import RESUMABLE, SearchSpec
@@ -25,6 +25,9 @@ class SolveConfig:
     """A CoLA model whose Q head values a token-level search of a plain LM (same tokenizer)."""
     verifier: str | None = None
     """A reward-model directory for --scorer verifier / weighted-vote."""
+    judge: dict = field(default_factory=dict)
+    """How to read ``verifier`` (``cola_models.prm.OPTIONS``: format, step separator or tag,
+    aggregation); empty: what its directory says."""
     backend: str = "torch"
     device: str = "auto"
     """auto (CUDA when present) | cpu | cuda | cuda:N (``cola_models.devices``)."""
@@ -91,6 +94,7 @@ def solve_question(
         value_model=cfg.value_model,
         backend=cfg.backend,
         verifier=cfg.verifier,
+        judge=cfg.judge,
         device=cfg.device,
         dtype=cfg.dtype,
     )
@@ -135,6 +139,7 @@ def solve_question(
             "model": cfg.model,
             "value_model": cfg.value_model,
             "verifier": cfg.verifier,
+            "judge": cfg.judge,
             "backend": cfg.backend,
             **{f.name: getattr(spec, f.name) for f in fields(spec)},
         },

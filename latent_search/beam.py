@@ -16,7 +16,7 @@ from cola_models.errors import ColaError
 
 from .ledger import Choice, Ledger
 from .schedule import Ask, drive
-from .steps import CANDIDATES, Proposal, branching, propose
+from .steps import CANDIDATES, STEP_STOP, Proposal, branching, propose
 from .tree import ROOT, Tree
 from .types import Backend, SearchResult, ValueFn
 
@@ -29,7 +29,7 @@ class BeamConfig:
     max_steps: int = 16
     step_tokens: int = 48
     """Greedy tokens after a step's first token; 0 = single-token steps."""
-    step_stop: tuple[str, ...] = (".", "\n")
+    step_stop: tuple[str, ...] = STEP_STOP
     max_new_tokens: int = 256
     budget: int | None = None
     candidates: str = "first-token"

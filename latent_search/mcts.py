@@ -50,7 +50,7 @@ from cola_models.errors import ColaError
 
 from .ledger import Choice, Ledger
 from .schedule import Ask, drive
-from .steps import CANDIDATES, Proposal, branching, propose
+from .steps import CANDIDATES, STEP_STOP, Proposal, branching, propose
 from .tree import ROOT, Tree
 from .types import Backend, SearchResult, ValueFn
 
@@ -63,7 +63,7 @@ class MCTSConfig:
     c_puct: float = 1.0
     expand_k: int = 4
     step_tokens: int = 48
-    step_stop: tuple[str, ...] = (".", "\n")
+    step_stop: tuple[str, ...] = STEP_STOP
     max_new_tokens: int = 256
     budget: int | None = None
     gumbel: bool = False

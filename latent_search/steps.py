@@ -20,6 +20,7 @@ Three ways to propose a node's candidate steps:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,23 @@ from torch import Tensor
 from .schedule import Ask, Search
 
 CANDIDATES = ("first-token", "sampled", "token")
+
+STEP_STOP: tuple[str, ...] = (".", "\n")
+"""Where a step of beam and mcts ends: at the first of these strings its text writes (the
+rollout stops there and keeps the token that wrote it)."""
+
+
+def split_steps(text: str, stop: tuple[str, ...] = STEP_STOP) -> list[str]:
+    """``text`` cut where the search's steps end: after each stop string, the last piece the
+    unfinished step. Nothing is lost: ``"".join(split_steps(t)) == t``. A judge that reads steps
+    (a process reward model) cuts here, so its steps are the search's own."""
+    stops = [s for s in stop if s]
+    if not stops:
+        return [text] if text else []
+    cut = re.compile("|".join(re.escape(s) for s in sorted(stops, key=len, reverse=True)))
+    ends = [m.end() for m in cut.finditer(text)]
+    bounds = [0, *ends] + ([len(text)] if not ends or ends[-1] < len(text) else [])
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 @dataclass

@@ -163,6 +163,36 @@ VerifierOpt = Annotated[
     Path | None,
     typer.Option(help="Reward-model directory (train verifier, or any HF sequence classifier)."),
 ]
+# How --verifier is read (docs/search.md, "Published process reward models as judges").
+VerifierFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="How --verifier is read: auto (latent_search.json's prm_format, else config.json's "
+        "architectures) | outcome (sequence classifier) | token (TRL token-classification PRM) "
+        "| qwen (Qwen2.5-Math-PRM) | tag (causal LM with a step tag, Math-Shepherd)."
+    ),
+]
+StepSeparatorOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="token / qwen PRM: the text after each step, read at its last token. Default: "
+        "\\n\\n (token), <extra_0> (qwen); \\n and \\t are a newline and a tab."
+    ),
+]
+StepTagOpt = Annotated[
+    str | None,
+    typer.Option(help="tag PRM: the tag after each step, read at its last token. Default: ' ки'."),
+]
+GoodTokenOpt = Annotated[
+    str | None, typer.Option(help="tag PRM: the token that says a step is right. Default: +.")
+]
+BadTokenOpt = Annotated[
+    str | None, typer.Option(help="tag PRM: the token that says a step is wrong. Default: -.")
+]
+PrmAggregateOpt = Annotated[
+    str | None,
+    typer.Option(help="PRM: one score from the step scores: min | last | prod. Default: min."),
+]
 RoundsOpt = Annotated[int, typer.Option(help="mcts simulations / mcts-q selection rounds.")]
 # --num-samples, not --n: torchrun's parser takes any prefix of its own options (--nnodes,
 # --nproc-per-node) as that option, so `torchrun ... eval --n 4` never reached us. --n stays as
@@ -278,6 +308,28 @@ def search_spec(flags: dict | None = None, **more):
     return SearchSpec(**{SPEC_FLAGS[k]: v for k, v in given.items()})
 
 
+# The command-line flags that say how --verifier is read, and the option each one sets
+# (``cola_models.prm.OPTIONS``).
+JUDGE_FLAGS = {
+    "verifier_format": "format",
+    "step_separator": "step_separator",
+    "step_tag": "step_tag",
+    "good_token": "good_token",
+    "bad_token": "bad_token",
+    "prm_aggregate": "aggregate",
+}
+
+
+def judge_options(flags: dict) -> dict:
+    """The reward-model options a command's flags set (only those given); a typed ``\\n`` or
+    ``\\t`` is a newline or a tab, since a shell passes a separator such as "\\n\\n" as it is."""
+    out = {}
+    for k, v in flags.items():
+        if k in JUDGE_FLAGS and v is not None:
+            out[JUDGE_FLAGS[k]] = v.replace("\\n", "\n").replace("\\t", "\t")
+    return out
+
+
 @app.command()
 @user_errors
 def solve(
@@ -314,6 +366,12 @@ def solve(
     viz: Annotated[Path | None, typer.Option(help="Also render the tree (e.g. tree.html).")] = None,
     value_model: ValueModelOpt = None,
     verifier: VerifierOpt = None,
+    verifier_format: VerifierFormatOpt = None,
+    step_separator: StepSeparatorOpt = None,
+    step_tag: StepTagOpt = None,
+    good_token: GoodTokenOpt = None,
+    bad_token: BadTokenOpt = None,
+    prm_aggregate: PrmAggregateOpt = None,
     backend: BackendOpt = "torch",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -343,6 +401,7 @@ def solve(
         value_model=value_model,
         backend=backend,
         verifier=str(verifier) if verifier else None,
+        judge=judge_options(locals()),
         device=device,
         dtype=dtype,
     )
@@ -400,6 +459,12 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
     value_model: ValueModelOpt = None,
     verifier: VerifierOpt = None,
+    verifier_format: VerifierFormatOpt = None,
+    step_separator: StepSeparatorOpt = None,
+    step_tag: StepTagOpt = None,
+    good_token: GoodTokenOpt = None,
+    bad_token: BadTokenOpt = None,
+    prm_aggregate: PrmAggregateOpt = None,
     backend: BackendOpt = "torch",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -464,6 +529,7 @@ def evaluate(
         batch_size=batch_size,
         value_model=value_model,
         verifier=str(verifier) if verifier else None,
+        judge=judge_options(locals()),
         backend=backend,
         template=template,
         strict=strict,

@@ -21,6 +21,7 @@ HOT = [
     "cola_models/attention.py",
     "cola_models/lm.py",
     "cola_models/reward_model.py",
+    "cola_models/prm.py",
     *[str(p.relative_to(ROOT)) for p in sorted((ROOT / "latent_search").glob("*.py"))],
     "latent_search/backends/torch_backend.py",
     "latent_search/backends/likelihood.py",
