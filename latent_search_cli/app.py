@@ -668,8 +668,10 @@ STAGE_HELP = {
     "--model: a plain LM (e.g. tiny-arith-base).",
     "rft": "Rejection-sampling fine-tuning (expert iteration): sample like latent RL, clone the "
     "latent actions of the correct samples only. --model: a CoLA model.",
-    "q": "The Q head: offline double DQN / SARSA over the K actions on the policy's own samples of "
-    "training problems; nothing else trains. --model: a CoLA model.",
+    "q": "The Q head on the policy's own samples of training problems; nothing else trains. "
+    "Default objective 'process': Q and V regress dense exact step labels, plus a within-problem "
+    "Bradley-Terry term; [q] objective = 'td' is the reference's offline double DQN / SARSA. "
+    "Held-out within-problem AUC in the run summary. --model: a CoLA model.",
     "verifier": "A verifier of its own weights (a reward model, HF sequence-classification format): "
     "sampled from the final policy on training problems, trained on outcome and exact step labels "
     "with a within-problem pairwise term; held-out within-problem AUC logged. --model: the policy; "

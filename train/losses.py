@@ -116,3 +116,12 @@ def double_dqn_targets(
     best = q_next_online.argmax(-1, keepdim=True)
     bootstrap = q_next_target.gather(-1, best)[..., 0]
     return rewards + gamma * bootstrap * (~done).to(rewards.dtype)
+
+
+def pairwise_loss(final: Tensor, right: Tensor, group: Tensor) -> Tensor:
+    """Bradley-Terry over right/wrong pairs of the same problem: mean softplus(s_w - s_r).
+    final, right, group: [B]. Exactly zero (and no gradient) when no problem has both."""
+    same = group[:, None] == group[None, :]
+    pairs = same & right[:, None] & ~right[None, :]  # [B, B]: row right, column wrong
+    diff = final[:, None] - final[None, :]  # s_r - s_w
+    return F.softplus(-diff[pairs]).sum() / denominator(pairs.sum())

@@ -104,7 +104,15 @@ def smoke_config() -> PipelineConfig:
         c.q,
         data=data,
         optim=_short(c.q.optim, 2),
-        q=replace(c.q.q, n_problems=4, samples_per_problem=2, max_new_tokens=8, batch_size=4),
+        q=replace(
+            c.q.q,
+            n_problems=4,
+            samples_per_problem=2,
+            max_new_tokens=8,
+            batch_size=4,
+            batch_problems=2,
+            heldout_problems=2,
+        ),
     )
     c.verifier = replace(
         c.verifier,

@@ -1,7 +1,19 @@
-"""The Q-model for search (reference section 6): offline double-DQN over the K latent actions on
-the CoLA policy's own best-of-N samples for *training* problems, the sample's task reward as the
-terminal reward, a hard-updated target network. Deviation: a head on the CoLA backbone's features
-instead of a separate 8B model; only the Q head trains."""
+"""The Q-model for search: a head over the K latent actions trained on the CoLA policy's own
+samples of *training* problems (``latent-search train q``). Only the Q head trains; the policy,
+the world model and the backbone are frozen (deviation: a head on the CoLA backbone's features
+instead of the reference's separate 8B model).
+
+Two objectives:
+* "process" (default; deviation from the reference): Q(s_t, a_t) and V(s_t) = sum_a pi(a|s_t)
+  Q(s_t, a) regress the dense step label of the token a_t writes (``train/value_labels.py``:
+  exact step labels from training problems' gold steps, the outcome after the last step), plus a
+  within-problem Bradley-Terry term on the final V of a problem's right and wrong samples. The
+  value of every prefix is then trained, which is what a search reads, and the contrast inside
+  a problem is what ranking needs: the reference's objective below left the bundled head at
+  within-problem AUC 0.49 (bench/value_audit.py).
+* "td" (reference section 6): offline double-DQN / SARSA with the sample's task reward as the
+  terminal reward and a hard-updated target network.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from cola_models.atomic import write_atomic
 from cola_models.checkpoint import full_state
@@ -24,8 +37,8 @@ from .loop import OptimConfig, RunDir, config_dict, train_loop
 from .losses import double_dqn_targets, masked_mean
 from .precision import batch_to
 from .rl import RLConfig, load_actor_model
-from .rollouts import Rollouts, collect, make_rollouts
-from .seeds import generator
+from .rollouts import Rollouts, make_rollouts
+from .seeds import generator, stream_seed
 
 
 @dataclass
@@ -47,8 +60,22 @@ class QConfig:
     gamma Q_tgt(s', a'_taken). Deviation by default: offline, the max over 64 actions that the
     data rarely takes extrapolates (mean Q(s_0) 0.99 against a success rate of 0.25)."""
     batch_size: int = 32
+    """Rows per step ("td"); "process" takes batch_problems problems with all their samples."""
+    objective: str = "process"
+    """"process" (dense step labels + within-problem contrast) or "td" (the reference's)."""
+    batch_problems: int = 4
+    pairwise_weight: float = 1.0
+    """Weight of the within-problem Bradley-Terry term ("process")."""
+    q_layers: int = 0
+    """Rebuild the Q head fresh with this many blocks (0: train the model's own head)."""
+    heldout_problems: int = 200
+    """Test-split problems whose samples measure the head's within-problem AUC at the end."""
 
     def __post_init__(self) -> None:
+        if self.objective not in ("process", "td"):
+            raise ColaError(f"objective={self.objective!r} must be 'process' or 'td'")
+        if self.batch_problems < 1 or self.q_layers < 0 or self.pairwise_weight < 0:
+            raise ColaError("batch_problems must be >= 1, q_layers and pairwise_weight >= 0")
         if not 0 < self.gamma <= 1:
             raise ColaError(f"gamma={self.gamma} must be in (0, 1]")
         if self.samples_per_problem < 1 or self.n_problems < 1 or self.batch_size < 1:
@@ -70,55 +97,79 @@ class QRun:
     """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
 
 
-def _samples(model, run: RunDir, cfg: QRun) -> list[dict]:
-    """Best-of-N samples on training problems, cached in samples.jsonl (collected once)."""
-    path = run.path / "samples.jsonl"
+def _rows_of(model, problems: list, cfg: QConfig, g: torch.Generator, first: int, labels: bool):
+    """One sampled group per problem as JSON rows: prompt and generated ids, the actions, the
+    task's reward and (training problems) the dense labels of the generated tokens."""
+    from .rollouts import SamplingSpec, sample_groups
+    from .value_labels import sample_labels, token_ends
+
+    spec = SamplingSpec(cfg.samples_per_problem, cfg.max_new_tokens, cfg.temperature, cfg.top_k)
+    tok, rows = model.tokenizer, []
+    for i, gr in enumerate(sample_groups(model, problems, spec, g)):
+        prompt_text = tok.decode(gr.prompt, skip_special_tokens=True)
+        for gen, acts, reward in zip(gr.gens, gr.acts, gr.rewards):
+            row = {"p": first + i, "prompt": gr.prompt, "gen": gen, "acts": acts, "reward": reward}
+            if labels:
+                gen_text = tok.decode(gen, skip_special_tokens=True)
+                ends = token_ends(tok, prompt_text, gen)
+                row["labels"] = sample_labels(gr.problem, prompt_text, gen_text, ends, reward > 0.5)
+            rows.append(row)
+    return rows
+
+
+def _cached(path: Path, run: RunDir, sample, n_chunks: int) -> list[dict]:
+    """Rows sampled once (``sample(c)`` for each of ``n_chunks`` chunks, dealt to the ranks) and
+    kept in ``path``."""
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    problems = train_problems(cfg.data)[: cfg.q.n_problems]
-    rl_cfg = RLConfig(
-        model=cfg.q.model,
-        group_size=max(2, cfg.q.samples_per_problem),
-        max_new_tokens=cfg.q.max_new_tokens,
-        temperature=cfg.q.temperature,
-        top_k=cfg.q.top_k,
-    )
     rows: list[dict] = []
-    chunk = max(1, 64 // rl_cfg.group_size)
-
-    def sample(c: int) -> list[dict]:
-        # Each chunk seeded by its index: the rows do not depend on how many ranks sample.
-        g = generator(cfg.data.seed, "q_samples", c)
-        r = collect(model, problems[c * chunk : (c + 1) * chunk], rl_cfg.sampling, g)
-        lengths = r.act_mask.sum(-1).long().tolist()  # [B], read once
-        ids, mask = r.input_ids.tolist(), r.attention_mask.tolist()
-        acts, rewards = r.acts.tolist(), r.rewards.tolist()
-        return [
-            {
-                "ids": [t for t, m in zip(ids[b], mask[b]) if m],
-                "acts": acts[b][:n],
-                "reward": rewards[b],
-            }
-            for b, n in enumerate(lengths)
-        ]
-
-    distributed.map_chunks(-(-len(problems) // chunk), sample, rows.extend)
+    distributed.map_chunks(n_chunks, sample, rows.extend)
     if run.writer:
         write_atomic(path, "".join(json.dumps(x) + "\n" for x in rows))
     distributed.barrier()
-    return rows if run.writer else _samples(model, run, cfg)
+    return rows if run.writer else _cached(path, run, sample, n_chunks)
+
+
+def _samples(model, run: RunDir, cfg: QRun, *, heldout: bool = False) -> list[dict]:
+    """The policy's samples of training problems (samples.jsonl, with labels) or of held-out
+    test-split problems (heldout.jsonl, no labels: gold steps never reach them)."""
+    from eval.tasks import get_task
+
+    if heldout:
+        seed = stream_seed(cfg.data.seed, "held_out")  # the verifier's held-out problems
+        problems = get_task("arith").generate(cfg.q.heldout_problems, seed=seed, split="test")
+    else:
+        problems = train_problems(cfg.data)[: cfg.q.n_problems]
+    chunk = max(1, 64 // cfg.q.samples_per_problem)
+    stream = "q_heldout" if heldout else "q_samples"
+
+    def sample(c: int) -> list[dict]:
+        # Each chunk seeded by its index: the rows do not depend on how many ranks sample.
+        part = problems[c * chunk : (c + 1) * chunk]
+        g = generator(cfg.data.seed, stream, c)
+        return _rows_of(model, part, cfg.q, g, c * chunk, labels=not heldout)
+
+    path = run.path / ("heldout.jsonl" if heldout else "samples.jsonl")
+    return _cached(path, run, sample, -(-len(problems) // chunk))
 
 
 def _batch(rows: list[dict], tokenizer) -> Rollouts:
-    """Stored samples (prompt + generated ids, actions, reward) back into a rollout batch."""
-    n = [len(r["acts"]) for r in rows]
+    """Stored samples (prompt and generated ids, actions, reward) back into a rollout batch."""
     return make_rollouts(
         tokenizer,
-        [r["ids"][: len(r["ids"]) - k] for r, k in zip(rows, n)],
-        [r["ids"][len(r["ids"]) - k :] for r, k in zip(rows, n)],
+        [r["prompt"] for r in rows],
+        [r["gen"] for r in rows],
         [r["acts"] for r in rows],
         torch.tensor([r["reward"] for r in rows], dtype=torch.float),  # host: moved with the batch
     )
+
+
+def _labels(rows: list[dict], like: Tensor) -> Tensor:
+    """Dense labels [B, L] aligned with the batch's acting steps (zero where masked)."""
+    out = torch.zeros(like.shape)  # host: filled row by row, moved once
+    for b, r in enumerate(rows):
+        out[b, : len(r["labels"])] = torch.tensor(r["labels"])  # host
+    return out.to(like.device, non_blocking=True)
 
 
 def q_step(
@@ -157,15 +208,73 @@ def q_step(
     }
 
 
-def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
-    run = RunDir(out, "q", config_dict(cfg))
-    if run.done:
-        return run.model_dir
-    model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"), cfg.placement)
-    if model.q is None:
-        raise ColaError(f"{cfg.q.model} has no Q head (build it with q_layers > 0)")
-    rows = _samples(model, run, cfg)
-    params = freeze_all_but(model, model.q)
+def state_values_at(model, r: Rollouts) -> tuple[Tensor, Tensor]:
+    """Q(s, .) [B, L, K] at each acting step's state and V(s) = sum_a pi(a|s) Q(s, a) [B, L]
+    (pi the frozen policy's, as ``latent_search.scorers.state_values`` reads it in search)."""
+    from .stage1 import features
+
+    h, positions, key_mask = features(model, r.input_ids, r.attention_mask)
+    K = model.n_actions
+    idx = r.act_pos[..., None].expand(-1, -1, K)  # [B, L, K]
+    q = model.q(h, positions, key_mask)[0].gather(1, idx).float()  # [B, L, K]
+    with torch.no_grad():
+        pi = model.policy(h, positions, key_mask)[0].gather(1, idx).float().softmax(-1)
+    return q, (pi * q).sum(-1)
+
+
+def _final(v: Tensor, mask: Tensor) -> Tensor:
+    """V at each row's last acting state (the state that wrote EOS or the last token) [B]."""
+    last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
+    return v.gather(1, last[:, None])[:, 0]
+
+
+def q_process_step(model, r: Rollouts, labels: Tensor, group: Tensor, pairwise_weight: float):
+    """Regress Q(s_t, a_t) and V(s_t) on the dense label of the token a_t writes ([B, L]), plus
+    Bradley-Terry on the log-odds of the final V over a problem's right/wrong samples."""
+    from .losses import pairwise_loss
+
+    q, v = state_values_at(model, r)
+    q_sa = q.gather(-1, r.acts[..., None])[..., 0]  # [B, L]
+    regress = masked_mean((q_sa - labels) ** 2 + (v - labels) ** 2, r.act_mask)
+    final = _final(v, r.act_mask).clamp(1e-3, 1 - 1e-3)
+    pair = pairwise_loss(torch.logit(final), r.rewards > 0.5, group)
+    loss = regress + pairwise_weight * pair
+    return loss, {"loss": loss.item(), "regress": regress.item(), "pairwise": pair.item()}
+
+
+@torch.no_grad()
+def heldout_auc(model, rows: list[dict], batch: int = 64) -> dict:
+    """Within-problem AUC (bootstrap interval) and pooled AUC of the final V on held-out rows:
+    how well the head ranks a problem's right samples above its wrong ones."""
+    from eval.ranking import Group, pooled_auc, within_problem_auc
+
+    scores: list[float] = []
+    for s in range(0, len(rows), batch):
+        r = batch_to(_batch(rows[s : s + batch], model.tokenizer), model.device)
+        scores += _final(state_values_at(model, r)[1], r.act_mask).tolist()
+    by: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by.setdefault(row["p"], []).append(i)
+    groups = [
+        Group([scores[i] for i in ix], [rows[i]["reward"] > 0.5 for i in ix], [None] * len(ix))
+        for ix in by.values()
+    ]
+    w = within_problem_auc(groups)
+    return {"auc_within": w["auc"], "auc_lo": w["lo"], "auc_hi": w["hi"],
+            "auc_pooled": pooled_auc(groups)}  # fmt: skip
+
+
+def _fresh_head(model, layers: int) -> None:
+    """Replace the Q head by a new one of ``layers`` blocks (``QConfig.q_layers``)."""
+    from cola_models.heads import ActionHead
+
+    shape = model.backbone.block_shape(model.config.head_ffn)
+    model.q = ActionHead(shape, layers, model.n_actions).to(model.device)
+    model.config.q_layers = layers
+
+
+def _td_steps(model, rows: list[dict], cfg: QRun):
+    """The reference's offline TD objective: random rows, a hard-updated target network."""
     target_q = copy.deepcopy(model.q).requires_grad_(False)
     synced = {"once": False}
 
@@ -183,23 +292,63 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         batch = batch_to(batch, model.device)
         return update(lambda: q_step(model, target_q, batch, cfg.q.gamma, cfg.q.target))[1]
 
+    return step_fn
+
+
+def _process_steps(model, rows: list[dict], cfg: QRun):
+    """Dense step labels and within-problem contrast: whole problems per step, so that a
+    problem's right and wrong samples meet in one batch (and on one rank)."""
+    by: dict[int, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["p"], []).append(r)
+    keys = sorted(by)
+
+    def step_fn(step: int, update) -> dict:
+        g = generator(cfg.data.seed, "q_batches", step)
+        pick = torch.randint(len(keys), (cfg.q.batch_problems,), generator=g).tolist()  # host
+        part = [r for i in distributed.share(pick) for r in by[keys[i]]]
+        batch = batch_to(_batch(part, model.tokenizer), model.device)
+        labels = _labels(part, batch.act_mask)
+        group = torch.tensor([r["p"] for r in part], device=model.device)  # [B]
+        return update(lambda: q_process_step(model, batch, labels, group, cfg.q.pairwise_weight))[1]
+
+    return step_fn
+
+
+def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
+    run = RunDir(out, "q", config_dict(cfg))
+    if run.done:
+        return run.model_dir
+    model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"), cfg.placement)
+    if cfg.q.q_layers:
+        _fresh_head(model, cfg.q.q_layers)
+    if model.q is None:
+        raise ColaError(f"{cfg.q.model} has no Q head (build it with q_layers > 0)")
+    rows = _samples(model, run, cfg)
+    held = _samples(model, run, cfg, heldout=True)
+    params = freeze_all_but(model, model.q)
+    steps = _process_steps if cfg.q.objective == "process" else _td_steps
     hist = train_loop(
         run,
         model,
         params,
-        step_fn,
+        steps(model, rows, cfg),
         cfg.optim,
         description="Q-model",
         quiet=quiet,
         compute=cfg.placement.torch_dtype(),
     )
     model.requires_grad_(False)
+    model.eval()
+    with distributed.full_weights(model):
+        measured = heldout_auc(model, held)
     model.save_pretrained(run.model_dir)
     run.finish(
         {
             "final_loss": hist[-1]["loss"],
             "samples": len(rows),
             "sample_reward": sum(r["reward"] for r in rows) / len(rows),
+            "heldout": measured,
         }
     )
     return run.model_dir

@@ -21,6 +21,7 @@ STREAMS = {
     "verifier_batches": 19,  # the verifier's minibatches of problems
     "verifier_heldout": 23,  # the policy's samples of the verifier's held-out problems
     "verifier_synthetic": 29,  # which numbers the verifier's synthetic wrong solutions change
+    "q_heldout": 31,  # the policy's samples of the Q stage's held-out problems
 }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from . import distributed
 from .data import DataConfig, train_problems
 from .distributed import denominator
 from .loop import OptimConfig, RunDir, config_dict, train_loop
+from .losses import pairwise_loss
 from .precision import place
 from .seeds import generator, stream_seed
 
@@ -174,34 +174,13 @@ def synthetic_rows(problems: list, template: str | None, seed: int) -> list[dict
 
 
 # ---------------------------------------------------------------------------------- labels
-_STEP = re.compile(r"(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)\s*\.")
-
-
-def _step_ok(a: int, op: str, b: int, r: int) -> bool:
-    exact = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[op]
-    return exact is not None and exact == r
-
-
-def step_ends(problem, text: str, right: bool) -> list[tuple[int, float]]:
-    """(character offset of each step's end, label) for a training problem's sample text.
-    Refuses a test-split problem: gold steps must never reach the labels of held-out problems."""
-    from eval.tasks import split_of
-
-    if split_of(problem.question) != "train":
-        raise ColaError("step labels read gold steps; a held-out problem reached the label code")
-    gold = {int(s[3]) for s in (problem.data or {}).get("steps", [])}  # host: JSON data
-    answer_at = text.find("\nAnswer:")
-    out, on_track = [], True
-    for m in _STEP.finditer(text, max(0, answer_at)):
-        a, op, b, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-        on_track = on_track and _step_ok(a, op, b, r) and r in gold
-        out.append((m.end(), 1.0 if right or on_track else 0.0))
-    return out
-
-
 def label_batch(rm, rows: list[dict], problems: list, step_labels: bool):
-    """Token ids [B, T] (left-padded), mask, labels [B, T] and label weights [B, T]."""
+    """Token ids [B, T] (left-padded), mask, labels [B, T] and label weights [B, T]: the outcome
+    at the last token and, with ``step_labels``, dense labels (``train/value_labels.py``) at
+    every token of the answer, so the verifier values any prefix, as a search asks it to."""
     from cola_models.tokenizer import left_pad, pad_id
+
+    from .value_labels import sample_labels
 
     tok = rm.tokenizer
     enc = tok([r["text"] for r in rows], add_special_tokens=True, return_offsets_mapping=True)
@@ -212,25 +191,27 @@ def label_batch(rm, rows: list[dict], problems: list, step_labels: bool):
         shift = T - len(offsets)  # left padding
         right = row["reward"] > 0.5
         labels[b, T - 1], weights[b, T - 1] = float(right), 1.0
-        if not step_labels or problems[row["p"]].task != "arith":
+        if not step_labels:
             continue
-        for end, lab in step_ends(problems[row["p"]], row["text"], right):
-            t = next((i for i, (s, e) in enumerate(offsets) if e >= end and e > s), None)
-            if t is not None and shift + t < T - 1:
-                labels[b, shift + t], weights[b, shift + t] = lab, 1.0
+        text = row["text"]
+        start = _answer_start(text)
+        gen = [i for i, (s, e) in enumerate(offsets) if e > start and e > s]
+        dense = sample_labels(
+            problems[row["p"]], text[:start], text[start:], [offsets[i][1] for i in gen], right
+        )
+        for i, lab in zip(gen, dense):
+            if shift + i < T - 1:
+                labels[b, shift + i], weights[b, shift + i] = lab, 1.0
     return ids, mask, labels, weights
 
 
+def _answer_start(text: str) -> int:
+    """Where the answer begins: after the prompt's last "Answer:" (the project's template)."""
+    at = text.rfind("Answer:")
+    return at + len("Answer:") if at >= 0 else 0
+
+
 # ---------------------------------------------------------------------------------- loss
-def pairwise_loss(final: Tensor, right: Tensor, group: Tensor) -> Tensor:
-    """Bradley-Terry over right/wrong pairs of the same problem: mean softplus(s_w - s_r).
-    final, right, group: [B]. Exactly zero (and no gradient) when no problem has both."""
-    same = group[:, None] == group[None, :]
-    pairs = same & right[:, None] & ~right[None, :]  # [B, B]: row right, column wrong
-    diff = final[:, None] - final[None, :]  # s_r - s_w
-    return F.softplus(-diff[pairs]).sum() / denominator(pairs.sum())
-
-
 def verifier_loss(rm, rows, problems, cfg: VerifierConfig) -> tuple[Tensor, dict]:
     dev = rm.device
     batch = label_batch(rm, rows, problems, cfg.step_labels)

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 import cola_models as cm
 from cola_models.errors import ColaError
+from train.value_labels import step_ends
 from train.verifier import (
     VerifierConfig,
     heldout_auc,
     pairwise_loss,
-    step_ends,
     verifier_loss,
 )
 
