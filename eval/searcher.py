@@ -64,7 +64,7 @@ def _needs_q(model, spec: SearchSpec, value_model: str | None) -> None:
     if (
         model.kind == "lm"
         and not value_model
-        and spec.scorer == "q"
+        and spec.scorer in ("q", "equations-q")
         and (spec.algorithm in ("beam", "mcts", "mcts-q", "best-of-n"))
     ):
         raise ColaError(
@@ -131,7 +131,8 @@ def _backend_opts(backend: str, model, spec: SearchSpec, placement) -> dict:
     if model.kind != "cola":
         return {}
     plain = spec.algorithm in ("greedy", "sample")
-    return {"values": not plain and (spec.scorer == "q" or spec.algorithm == "mcts-q")}
+    reads_q = spec.scorer in ("q", "equations-q") or spec.algorithm == "mcts-q"
+    return {"values": not plain and reads_q}
 
 
 def load_searcher(

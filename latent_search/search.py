@@ -14,7 +14,7 @@ from .beam import BeamConfig, beam_search
 from .equations import equation_scorer, equation_value_fn
 from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
-from .scorers import q_value_fn, q_value_scorer
+from .scorers import product, product_value, q_value_fn, q_value_scorer
 from .steps import CANDIDATES
 from .tree import Tree
 from .types import Backend, SearchResult, is_oracle
@@ -27,6 +27,7 @@ SCORERS = (
     "likelihood",
     "equations",
     "equations-likelihood",
+    "equations-q",
     "vote",
     "weighted-vote",
     "likelihood-vote",
@@ -50,7 +51,8 @@ class SearchSpec:
     value), "verifier" (a reward model: P(right) of the text so far), "likelihood" (the searched
     model's own LM: the mean token probability of the text after the prompt; nothing trained),
     "equations" (no model: the text's equations recomputed, their numbers found in the
-    question), "equations-likelihood" (ties broken by the likelihood), "vote" (best-of-n:
+    question), "equations-likelihood" (ties broken by the likelihood), "equations-q" (the check's score
+    times the Q head's value), "vote" (best-of-n:
     majority answer), "weighted-vote" / "likelihood-vote" (best-of-n: answers weighted by the
     verifier / by the likelihood). None: "equations-likelihood" for best-of-n, "equations"
     otherwise (what docs/search.md's measurements support)."""
@@ -71,6 +73,10 @@ class SearchSpec:
     """mcts: simulations in flight per problem (virtual loss), batched into one model call."""
     c_puct: float | None = None
     """mcts: the PUCT exploration constant. None: 1.0."""
+    aggregate: str | None = None
+    """mcts: a node's value is its judge's value of the node ("last") or the lowest along its
+    path from the root ("min": a fault found stays found, the PRM min over steps). None: "min"
+    for the equation check's scorers, "last" otherwise."""
 
     def __post_init__(self) -> None:
         # The one set of defaults (the CLI passes its flags through, None where unset): a beam
@@ -87,6 +93,9 @@ class SearchSpec:
         for name, value in fill.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        if self.aggregate is None:  # the equation check finds faults: a fault found stays found
+            low = self.scorer.startswith("equations")
+            object.__setattr__(self, "aggregate", "min" if low else "last")
         self._validate()
 
     def _validate(self) -> None:
@@ -130,6 +139,8 @@ class SearchSpec:
             raise ColaError(
                 "--gumbel samples root actions; it needs first-token or token candidates"
             )
+        if self.aggregate not in ("min", "last"):
+            raise ColaError(f"aggregate={self.aggregate!r} must be 'min' or 'last'")
         if self.c_puct < 0:
             raise ColaError(f"c_puct={self.c_puct} must be >= 0")
         if self.gumbel and self.algorithm != "mcts":
@@ -194,6 +205,9 @@ def _dispatch(
     if spec.scorer == "equations":  # reads the decoded text only: no model to build
         scorer = scorer or equation_scorer(backend)
         value_fn = value_fn or equation_value_fn(backend)
+    if spec.scorer == "equations-q":  # the check weighed by the Q head where it is silent
+        scorer = scorer or product(equation_scorer(backend), q_value_scorer(vb))
+        value_fn = value_fn or product_value(equation_value_fn(backend), q_value_fn(vb))
     if value_fn is None:
         value_fn = q_value_fn(vb)
     if spec.algorithm == "best-of-n":
@@ -214,8 +228,7 @@ def _dispatch(
             candidates=spec.candidates,
             parallel=spec.parallel,
             c_puct=spec.c_puct,
-            # The equation check finds faults (1 until one shows): a fault found stays found.
-            aggregate="min" if spec.scorer.startswith("equations") else "last",
+            aggregate=spec.aggregate,
         )
         return mcts(backend, prompts, mcfg, value_fn, generator=g, trees=trees, on_round=on_round)
     if spec.algorithm == "beam":

@@ -154,7 +154,8 @@ ScorerOpt = Annotated[
     typer.Option(
         help="Gold-free judge: q (Q head) | verifier (--verifier) | likelihood (the model's own "
         "mean token probability) | equations (no model: the text's equations recomputed, their "
-        "numbers found in the question) | equations-likelihood (ties broken by likelihood) | vote | "
+        "numbers found in the question) | equations-likelihood (ties broken by likelihood) | equations-q (the check times "
+        "the Q head's value) | vote | "
         "weighted-vote | likelihood-vote (best-of-n). Default: equations-likelihood for "
         "best-of-n, equations otherwise (what docs/search.md's measurements support)."
     ),
@@ -225,6 +226,14 @@ ParallelOpt = Annotated[
 CPuctOpt = Annotated[
     float | None, typer.Option("--c-puct", help="mcts: PUCT exploration constant. Default: 1.0.")
 ]
+AggregateOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="mcts: a node's value is the judge's value of it (last) or the lowest along its "
+        "path (min: a fault found stays found). Default: min for the equations scorers, last "
+        "otherwise."
+    ),
+]
 ValueModelOpt = Annotated[
     str | None, typer.Option(help="CoLA model whose Q head values a token-level search.")
 ]
@@ -294,6 +303,7 @@ SPEC_FLAGS = {
     "step_candidates": "candidates",
     "parallel": "parallel",
     "c_puct": "c_puct",
+    "aggregate": "aggregate",
 }
 
 
@@ -357,6 +367,7 @@ def solve(
     step_candidates: CandidatesOpt = None,
     parallel: ParallelOpt = 8,
     c_puct: CPuctOpt = None,
+    aggregate: AggregateOpt = None,
     tree_out: Annotated[
         Path | None, typer.Option(help="Write the search tree (JSON; mcts/mcts-q: every round).")
     ] = None,
@@ -455,6 +466,7 @@ def evaluate(
     step_candidates: CandidatesOpt = None,
     parallel: ParallelOpt = 8,
     c_puct: CPuctOpt = None,
+    aggregate: AggregateOpt = None,
     samples: Annotated[int, typer.Option(help="Searches per problem (maj@k, pass@k).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Problems searched in lockstep.")] = 32,
     value_model: ValueModelOpt = None,

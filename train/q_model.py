@@ -140,7 +140,9 @@ def _samples(model, run: RunDir, cfg: QRun, *, heldout: bool = False) -> list[di
         problems = get_task("arith").generate(cfg.q.heldout_problems, seed=seed, split="test")
     else:
         problems = train_problems(cfg.data)[: cfg.q.n_problems]
-    chunk = max(1, 64 // cfg.q.samples_per_problem)
+    # 512 rows per generation call: decoding cost is per step, far more than per row on a CPU
+    # (64-row calls sampled 25x slower).
+    chunk = max(1, 512 // cfg.q.samples_per_problem)
     stream = "q_heldout" if heldout else "q_samples"
 
     def sample(c: int) -> list[dict]:

@@ -97,7 +97,7 @@ def _read_rows(path: Path) -> list[dict]:
 def cached_samples(
     path: Path, model, problems: list, cfg: VerifierConfig, seed: int, stream: str
 ) -> list[dict]:
-    """G samples of every problem, sampled in chunks of 16 problems and appended as they come;
+    """G samples of every problem, sampled in chunks of 64 problems and appended as they come;
     a rerun continues after the last whole chunk. Under torchrun the chunks are dealt to the ranks
     (each seeded by its first problem, so the rows do not depend on the world size) and rank 0
     writes them in order."""
@@ -106,7 +106,7 @@ def cached_samples(
     from .rollouts import SamplingSpec, sample_groups
 
     spec = SamplingSpec(cfg.samples_per_problem, cfg.max_new_tokens, cfg.temperature)
-    chunk = 16
+    chunk = 64  # problems per generation call: decoding cost is per step more than per row
 
     def resume_point() -> tuple[int, list[dict]]:
         rows = _read_rows(path) if path.is_file() else []

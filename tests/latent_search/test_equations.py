@@ -3,6 +3,8 @@ on what they have written, and that best-of-n selects by it without reading a go
 
 import pytest
 
+from cola_models.errors import ColaError
+
 from latent_search.equations import equation_checks, equation_score, equation_scorer
 from latent_search.scorers import tie_broken
 from latent_search.search import SearchSpec, run_search
@@ -187,3 +189,37 @@ def test_the_library_and_the_cli_share_one_set_of_defaults(algorithm):
         64,
         "token",
     )
+
+
+def test_product_ranks_only_what_both_judges_rate():
+    from latent_search.scorers import product, product_value
+
+    first = lambda seqs, meter: [1.0, 1.0, 12 / 13, 0.0]  # noqa: E731
+    second = lambda seqs, meter: [0.2, 0.9, 1.0, 1.5]  # noqa: E731
+    scores = product(first, second)([[]] * 4, None)
+    assert scores == pytest.approx([0.2, 0.9, 12 / 13, 0.0])
+    value = product_value(lambda s, d, m: first(s, m), lambda s, d, m: second(s, m))
+    assert value([[]] * 4, [False] * 4, None) == scores
+
+
+def test_the_path_min_is_the_default_of_the_fault_finding_judges_only():
+    assert SearchSpec("mcts").aggregate == "min"
+    assert SearchSpec("mcts", scorer="equations-q").aggregate == "min"
+    assert SearchSpec("mcts", scorer="q").aggregate == "last"
+    assert SearchSpec("mcts", scorer="q", aggregate="min").aggregate == "min"
+    with pytest.raises(ColaError, match="aggregate"):
+        SearchSpec("mcts", aggregate="mean")
+
+
+def test_the_check_weighed_by_q_searches_end_to_end():
+    import json
+
+    from typer.testing import CliRunner
+
+    from latent_search_cli.app import app
+
+    args = ["solve", "1+1=", "--model", "tiny", "--max-new-tokens", "4", "--json"]
+    got = CliRunner().invoke(app, [*args, "--scorer", "equations-q", "--rounds", "4"])
+    assert got.exit_code == 0, got.output
+    out = json.loads(got.stdout)
+    assert out["config"]["scorer"] == "equations-q" and out["config"]["aggregate"] == "min"
