@@ -65,7 +65,10 @@ class QConfig:
     """"process" (dense step labels + within-problem contrast) or "td" (the reference's)."""
     batch_problems: int = 4
     pairwise_weight: float = 1.0
-    """Weight of the within-problem Bradley-Terry term ("process")."""
+    """Weight of the within-problem Bradley-Terry term on the final V ("process")."""
+    sibling_weight: float = 1.0
+    """Weight of the Bradley-Terry term on sibling actions where a right and a wrong sample of
+    one problem part ("process"; rStar-Math's preference pairs)."""
     q_layers: int = 0
     """Rebuild the Q head fresh with this many blocks (0: train the model's own head)."""
     heldout_problems: int = 200
@@ -74,8 +77,12 @@ class QConfig:
     def __post_init__(self) -> None:
         if self.objective not in ("process", "td"):
             raise ColaError(f"objective={self.objective!r} must be 'process' or 'td'")
-        if self.batch_problems < 1 or self.q_layers < 0 or self.pairwise_weight < 0:
-            raise ColaError("batch_problems must be >= 1, q_layers and pairwise_weight >= 0")
+        if (
+            self.batch_problems < 1
+            or self.q_layers < 0
+            or min(self.pairwise_weight, self.sibling_weight) < 0
+        ):
+            raise ColaError("batch_problems must be >= 1; q_layers and the weights >= 0")
         if not 0 < self.gamma <= 1:
             raise ColaError(f"gamma={self.gamma} must be in (0, 1]")
         if self.samples_per_problem < 1 or self.n_problems < 1 or self.batch_size < 1:
@@ -230,18 +237,48 @@ def _final(v: Tensor, mask: Tensor) -> Tensor:
     return v.gather(1, last[:, None])[:, 0]
 
 
-def q_process_step(model, r: Rollouts, labels: Tensor, group: Tensor, pairwise_weight: float):
-    """Regress Q(s_t, a_t) and V(s_t) on the dense label of the token a_t writes ([B, L]), plus
-    Bradley-Terry on the log-odds of the final V over a problem's right/wrong samples."""
+PAIR_TEMPERATURE = 0.1
+"""A gap of 0.1 in V between a problem's right and wrong sample is one logit of preference."""
+
+
+def sibling_pairs(rows: list[dict]) -> list[tuple[int, int, int, int]]:
+    """(row, j, action of the right sample, action of the wrong one) for every right and wrong
+    sample of one problem that share their first j generated tokens and part at token j: two
+    actions tried at one state, one on the way to a right answer, one not (rStar-Math's sibling
+    steps, read off the policy's own samples)."""
+    out = []
+    for a, right in enumerate(rows):
+        for wrong in rows:
+            if right["p"] != wrong["p"] or right["reward"] <= 0.5 or wrong["reward"] > 0.5:
+                continue
+            x, y = right["gen"], wrong["gen"]
+            j = next((i for i, (s, t) in enumerate(zip(x, y)) if s != t), None)
+            if j is not None:
+                out.append((a, j, right["acts"][j], wrong["acts"][j]))
+    return out
+
+
+def q_process_step(model, r: Rollouts, labels: Tensor, group: Tensor, pairs, cfg: QConfig):
+    """Regress Q(s_t, a_t) and V(s_t) on the dense label of the token a_t writes ([B, L]); plus
+    Bradley-Terry on the final V of a problem's right/wrong samples and on Q of the two actions
+    of each sibling pair (``sibling_pairs``) at the state where they part."""
     from .losses import pairwise_loss
 
     q, v = state_values_at(model, r)
     q_sa = q.gather(-1, r.acts[..., None])[..., 0]  # [B, L]
     regress = masked_mean((q_sa - labels) ** 2 + (v - labels) ** 2, r.act_mask)
-    final = _final(v, r.act_mask).clamp(1e-3, 1 - 1e-3)
-    pair = pairwise_loss(torch.logit(final), r.rewards > 0.5, group)
-    loss = regress + pairwise_weight * pair
-    return loss, {"loss": loss.item(), "regress": regress.item(), "pairwise": pair.item()}
+    # V is a probability: Bradley-Terry on its difference at temperature PAIR_TEMPERATURE
+    # (a clamp to take the log-odds would cut the gradient wherever V leaves [0, 1]).
+    final = _final(v, r.act_mask) / PAIR_TEMPERATURE
+    pair = pairwise_loss(final, r.rewards > 0.5, group)
+    sib = torch.zeros((), device=q.device)
+    if pairs:
+        b, j, a_r, a_w = torch.tensor(pairs, device=q.device).unbind(-1)  # [P] each
+        gap = (q[b, j, a_r] - q[b, j, a_w]) / PAIR_TEMPERATURE  # [P]
+        sib = torch.nn.functional.softplus(-gap).mean()
+    loss = regress + cfg.pairwise_weight * pair + cfg.sibling_weight * sib
+    metrics = {"regress": regress.item(), "pairwise": pair.item(), "siblings": sib.item()}
+    return loss, {"loss": loss.item(), **metrics, "sibling_pairs": len(pairs)}
 
 
 @torch.no_grad()
@@ -312,7 +349,8 @@ def _process_steps(model, rows: list[dict], cfg: QRun):
         batch = batch_to(_batch(part, model.tokenizer), model.device)
         labels = _labels(part, batch.act_mask)
         group = torch.tensor([r["p"] for r in part], device=model.device)  # [B]
-        return update(lambda: q_process_step(model, batch, labels, group, cfg.q.pairwise_weight))[1]
+        pairs = sibling_pairs(part)
+        return update(lambda: q_process_step(model, batch, labels, group, pairs, cfg.q))[1]
 
     return step_fn
 
