@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 from paired import correct, mcnemar_p  # noqa: E402
 
-SEARCHES = ("beam", "mcts", "best-of-n", "mcts-gumbel", "mcts-q")
+SEARCHES = ("beam", "mcts", "best-of-n", "mcts-gumbel", "mcts-q", "mcts-value", "mcts-check-value")
+"""mcts-value: MCTS judged by the model's Q head alone (no equation check anywhere in it);
+mcts-check-value: the equation check times the Q head's value (``--scorer equations-q``)."""
 LARGE = 100_000
 """Rounds of mcts / mcts-q: far more than any budget here buys, so the budget is what binds."""
 
@@ -53,6 +55,9 @@ def spec_for(search: str, m: int, budget: int):
         return SearchSpec("mcts", budget=budget, rounds=max(16, budget // 4), gumbel=True)
     if search == "mcts-q":
         return SearchSpec("mcts-q", budget=budget, rounds=LARGE, candidates="token")
+    if search in ("mcts-value", "mcts-check-value"):
+        scorer = "q" if search == "mcts-value" else "equations-q"
+        return SearchSpec("mcts", budget=budget, rounds=LARGE, scorer=scorer)
     return SearchSpec("best-of-n", budget=budget, n=m)
 
 

@@ -71,10 +71,17 @@ class QConfig:
     one problem part ("process"; rStar-Math's preference pairs)."""
     q_layers: int = 0
     """Rebuild the Q head fresh with this many blocks (0: train the model's own head)."""
+    labels: str = "exact"
+    """"exact": step labels from the gold steps of training problems (arith; the outcome at
+    every token elsewhere); "mc": Monte Carlo step labels, the share of ``mc_rollouts`` policy
+    rollouts from each step's end that end right (Math-Shepherd; any graded task)."""
+    mc_rollouts: int = 4
     heldout_problems: int = 200
     """Test-split problems whose samples measure the head's within-problem AUC at the end."""
 
     def __post_init__(self) -> None:
+        if self.labels not in ("exact", "mc") or self.mc_rollouts < 1:
+            raise ColaError(f"labels={self.labels!r} must be 'exact' or 'mc'; mc_rollouts >= 1")
         if self.objective not in ("process", "td"):
             raise ColaError(f"objective={self.objective!r} must be 'process' or 'td'")
         if (
@@ -106,22 +113,39 @@ class QRun:
 
 def _rows_of(model, problems: list, cfg: QConfig, g: torch.Generator, first: int, labels: bool):
     """One sampled group per problem as JSON rows: prompt and generated ids, the actions, the
-    task's reward and (training problems) the dense labels of the generated tokens."""
+    task's reward and (training problems) the dense labels of the generated tokens: exact step
+    labels, or Monte Carlo ones (``cfg.labels``)."""
     from .rollouts import SamplingSpec, sample_groups
-    from .value_labels import sample_labels, token_ends
 
     spec = SamplingSpec(cfg.samples_per_problem, cfg.max_new_tokens, cfg.temperature, cfg.top_k)
-    tok, rows = model.tokenizer, []
-    for i, gr in enumerate(sample_groups(model, problems, spec, g)):
-        prompt_text = tok.decode(gr.prompt, skip_special_tokens=True)
-        for gen, acts, reward in zip(gr.gens, gr.acts, gr.rewards):
-            row = {"p": first + i, "prompt": gr.prompt, "gen": gen, "acts": acts, "reward": reward}
-            if labels:
-                gen_text = tok.decode(gen, skip_special_tokens=True)
-                ends = token_ends(tok, prompt_text, gen)
-                row["labels"] = sample_labels(gr.problem, prompt_text, gen_text, ends, reward > 0.5)
-            rows.append(row)
+    groups = sample_groups(model, problems, spec, g)
+    rows = [
+        {"p": first + i, "prompt": gr.prompt, "gen": gen, "acts": acts, "reward": reward}
+        for i, gr in enumerate(groups)
+        for gen, acts, reward in zip(gr.gens, gr.acts, gr.rewards)
+    ]
+    if labels:
+        owners = [gr.problem for gr in groups for _ in gr.gens]
+        for row, lab in zip(rows, _labels_of(model, owners, rows, cfg, g)):
+            row["labels"] = lab
     return rows
+
+
+def _labels_of(model, problems: list, rows: list[dict], cfg: QConfig, g) -> list[list[float]]:
+    """Dense labels of each row's generated tokens (``problems[i]``: row i's problem)."""
+    from .mc_labels import mc_labels
+    from .value_labels import sample_labels, token_ends
+
+    if cfg.labels == "mc":
+        samples = [(p, r["prompt"], r["gen"], r["reward"]) for p, r in zip(problems, rows)]
+        return mc_labels(model, samples, cfg.mc_rollouts, cfg.max_new_tokens, g)
+    tok, out = model.tokenizer, []
+    for p, r in zip(problems, rows):
+        prompt_text = tok.decode(r["prompt"], skip_special_tokens=True)
+        gen_text = tok.decode(r["gen"], skip_special_tokens=True)
+        ends = token_ends(tok, prompt_text, r["gen"])
+        out.append(sample_labels(p, prompt_text, gen_text, ends, r["reward"] > 0.5))
+    return out
 
 
 def _cached(path: Path, run: RunDir, sample, n_chunks: int) -> list[dict]:

@@ -46,3 +46,29 @@ def test_the_process_objective_moves_only_the_q_head_toward_the_labels():
     after = model.state_dict()
     moved = {k.split(".")[0] for k in after if not torch.equal(before[k], after[k])}
     assert moved == {"q"}
+
+
+def test_monte_carlo_labels_are_the_share_of_rollouts_that_end_right(monkeypatch):
+    """Math-Shepherd's labels: every step end is labelled by the share of its rollouts the task
+    grades right, and a step's tokens carry the label of its end."""
+    from eval.tasks import ArithTask, get_task
+    from train.mc_labels import dense_from_steps, mc_labels, step_end_tokens
+
+    assert dense_from_steps([(1, 0.5), (3, 0.25)], 6, 1.0) == [0.5, 0.5, 0.25, 0.25, 1.0, 1.0]
+    model = cm.load_model("tiny-arith")
+    tok = model.tokenizer
+    (problem,) = get_task("arith").generate(1, seed=0, split="train", levels=(2,))
+    gen = tok(" 1+1=2. 2+2=4. \\boxed{4}", add_special_tokens=False)["input_ids"]
+    ends = step_end_tokens(tok, gen)
+    assert [tok.decode(gen[: j + 1]).strip() for j in ends] == ["1+1=2.", "1+1=2. 2+2=4."]
+    calls = []
+
+    def graded(self, p, text):  # right iff the rollout is the n-th of its step end, n odd
+        calls.append(text)
+        return float(len(calls) % 2)
+
+    monkeypatch.setattr(ArithTask, "reward", graded)
+    g = torch.Generator().manual_seed(0)
+    (labels,) = mc_labels(model, [(problem, [1, 40], gen, 0.0)], 4, 8, g)
+    assert len(calls) == 8 and len(labels) == len(gen)
+    assert labels[ends[0]] == 0.5 and labels[ends[1]] == 0.5 and labels[-1] == 0.0
