@@ -76,6 +76,8 @@ class QConfig:
     every token elsewhere); "mc": Monte Carlo step labels, the share of ``mc_rollouts`` policy
     rollouts from each step's end that end right (Math-Shepherd; any graded task)."""
     mc_rollouts: int = 4
+    eval_every: int = 250
+    """Steps between measurements of the held-out within-problem AUC (logged in metrics)."""
     heldout_problems: int = 200
     """Test-split problems whose samples measure the head's within-problem AUC at the end."""
 
@@ -391,22 +393,30 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
     rows = _samples(model, run, cfg)
     held = _samples(model, run, cfg, heldout=True)
     params = freeze_all_but(model, model.q)
-    steps = _process_steps if cfg.q.objective == "process" else _td_steps
+    steps = (_process_steps if cfg.q.objective == "process" else _td_steps)(model, rows, cfg)
+
+    def step_fn(step: int, update) -> dict:
+        metrics = steps(step, update)
+        if step % cfg.q.eval_every == 0 or step == cfg.optim.steps - 1:
+            model.eval()
+            with distributed.full_weights(model):
+                metrics.update(heldout_auc(model, held))
+            model.train()
+        return metrics
+
     hist = train_loop(
         run,
         model,
         params,
-        steps(model, rows, cfg),
+        step_fn,
         cfg.optim,
         description="Q-model",
         quiet=quiet,
         compute=cfg.placement.torch_dtype(),
     )
     model.requires_grad_(False)
-    model.eval()
-    with distributed.full_weights(model):
-        measured = heldout_auc(model, held)
     model.save_pretrained(run.model_dir)
+    measured = {k: hist[-1].get(k) for k in ("auc_within", "auc_lo", "auc_hi", "auc_pooled")}
     run.finish(
         {
             "final_loss": hist[-1]["loss"],
