@@ -18,7 +18,7 @@ sample them):
    scored on held-out samples by its minimum over step ends: whether the features see the
    written digits at all.
 Any model given with --q-model (a CoLA model with a Q head, e.g. a ``train q`` run) is scored by
-its final V beside them.
+its final V beside them, and by the equation check times that V (``--scorer equations-q``).
 
 Run:  python bench/value_audit.py --problems 200 --k 16 --train-problems 500 --json runs/value_audit.json
 """
@@ -211,8 +211,13 @@ def main() -> None:
     base_q = model.q is not None
     if base_q:
         scores[f"Q head of {args.model}, final V"] = _q_final(args.model, h_seqs)
+    check = scores["equation check, no model"]
     for path in args.q_model:
-        scores[f"Q head of {path}, final V"] = _q_final(path, h_seqs)
+        v = _q_final(path, h_seqs)
+        scores[f"Q head of {path}, final V"] = v
+        scores[f"equation check x V of {path}"] = [
+            c * min(1.0, max(0.0, x)) for c, x in zip(check, v)
+        ]
     report = {
         "machine": machine(),
         "model": args.model,

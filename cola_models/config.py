@@ -73,6 +73,11 @@ class ColaConfig:
     here it is a head on the shared backbone features (deviation, see q_layers)."""
     q_layers: int = 2
     """Transformer blocks of the Q head, when ``q_head`` is on."""
+    q_features: str = "h"
+    """What the Q head reads: "h", the backbone features (the reference's Q-model reads its own
+    backbone's); "h+lm", plus what the LM knows about each token written: its log-probability
+    under the backbone's LM head, the best log-probability at that position and their gap,
+    projected into h (deviation: a value that sees how likely each written digit was)."""
     output_mode: str = "reference"
     """"reference": logits = lm_head(final_norm(s) - h), as in the official code;
     "plain": logits = lm_head(final_norm(s)). Small backbones only train with "plain"."""
@@ -90,6 +95,10 @@ class ColaConfig:
             (self.policy_layers >= 1, f"policy_layers={self.policy_layers} must be >= 1"),
             (self.merge_layers >= 1, f"merge_layers={self.merge_layers} must be >= 1"),
             (self.q_layers >= 0, f"q_layers={self.q_layers} must be >= 0"),
+            (
+                self.q_features in ("h", "h+lm"),
+                f"q_features={self.q_features!r} must be 'h' or 'h+lm'",
+            ),
             (
                 self.merge_ffn is None or self.merge_ffn >= 1,
                 f"merge_ffn={self.merge_ffn} must be >= 1",

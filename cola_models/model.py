@@ -12,7 +12,7 @@ from .backbone import Backbone
 from .blocks import positions_from_mask
 from .checkpoint import save_model
 from .config import ColaConfig
-from .heads import ActionHead, idm_transition_logits
+from .heads import SURPRISE, ActionHead, idm_transition_logits, lm_surprise, sequence_surprise
 from .state import ColaState
 from .world_model import WorldModelHead
 
@@ -49,6 +49,9 @@ class ColaModel(nn.Module):
         )
         self.policy = ActionHead(shape, config.policy_layers, K)
         self.q = ActionHead(shape, config.q_layers, K) if config.q_head else None
+        self.q_in = None
+        if config.q_head and config.q_features == "h+lm":
+            self.q_in = nn.Linear(SURPRISE, backbone.dim)  # the LM's surprise, into h's space
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -106,7 +109,9 @@ class ColaModel(nn.Module):
         positions = positions_from_mask(attention_mask)
         h, _ = self.backbone(input_ids, key_mask, positions)  # [B, T, D]
         policy_logits, _ = self.policy(h, positions, key_mask)
-        q_values = self.q(h, positions, key_mask)[0] if self.q is not None else None
+        q_values = None
+        if self.q is not None:
+            q_values = self.q_sequence(h, input_ids, positions, key_mask)
         return ColaOutput(
             h=h,
             policy_logits=policy_logits,
@@ -115,12 +120,24 @@ class ColaModel(nn.Module):
             q_values=q_values,
         )
 
+    def _q_extra(self, surprise) -> Tensor | None:
+        """The Q head's own inputs beside h ([B, T, D]), or None when it reads h alone."""
+        if self.q_in is None:
+            return None
+        return self.q_in(surprise().to(self.q_in.weight.dtype))
+
+    def q_sequence(self, h: Tensor, input_ids: Tensor, positions: Tensor, key_mask: Tensor):
+        """Q values [B, T, K] of every position of teacher-forced sequences (h [B, T, D])."""
+        extra = self._q_extra(lambda: sequence_surprise(self.backbone.token_logits, h, input_ids))
+        return self.q(h, positions, key_mask, extra=extra)[0]
+
     # ------------------------------------------------------------------ incremental state
-    def _heads(self, h, positions, key_mask, state: ColaState | None, values: bool):
+    def _heads(self, h, positions, key_mask, state: ColaState | None, values: bool, surprise):
         pl, pcache = self.policy(h, positions, key_mask, state.policy_cache if state else None)
         q, qcache = None, None
         if self.q is not None and values:
-            q, qcache = self.q(h, positions, key_mask, state.q_cache if state else None)
+            cache = state.q_cache if state else None
+            q, qcache = self.q(h, positions, key_mask, cache, extra=self._q_extra(surprise))
         return pl, pcache, q, qcache
 
     @torch.no_grad()
@@ -132,7 +149,8 @@ class ColaModel(nn.Module):
         key_mask = attention_mask.bool()
         positions = positions_from_mask(attention_mask)
         h, bcache = self.backbone(input_ids, key_mask, positions)
-        pl, pcache, q, qcache = self._heads(h, positions, key_mask, None, values)
+        surprise = lambda: sequence_surprise(self.backbone.token_logits, h, input_ids)  # noqa: E731
+        pl, pcache, q, qcache = self._heads(h, positions, key_mask, None, values, surprise)
         return ColaState(
             key_mask=key_mask,
             next_pos=positions[:, -1] + 1,
@@ -150,8 +168,10 @@ class ColaModel(nn.Module):
         key_mask = torch.cat([state.key_mask, state.key_mask.new_ones(state.batch_size, 1)], dim=1)
         positions = state.next_pos[:, None]  # [B, 1]
         h, bcache = self.backbone(tokens[:, None], key_mask, positions, state.backbone_cache)
+        # what the LM knew of the token just read, from the features before it: [B, 1, 3]
+        surprise = lambda: lm_surprise(self.backbone.token_logits, state.h, tokens)[:, None]  # noqa: E731
         pl, pcache, q, qcache = self._heads(
-            h, positions, key_mask, state, state.q_cache is not None
+            h, positions, key_mask, state, state.q_cache is not None, surprise
         )
         return ColaState(
             key_mask=key_mask,

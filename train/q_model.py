@@ -71,6 +71,9 @@ class QConfig:
     one problem part ("process"; rStar-Math's preference pairs)."""
     q_layers: int = 0
     """Rebuild the Q head fresh with this many blocks (0: train the model's own head)."""
+    q_features: str = "h"
+    """What a fresh head reads (``ColaConfig.q_features``): "h" or "h+lm" (the LM's surprise at
+    each token besides h)."""
     labels: str = "exact"
     """"exact": step labels from the gold steps of training problems (arith; the outcome at
     every token elsewhere); "mc": Monte Carlo step labels, the share of ``mc_rollouts`` policy
@@ -251,7 +254,7 @@ def state_values_at(model, r: Rollouts) -> tuple[Tensor, Tensor]:
     h, positions, key_mask = features(model, r.input_ids, r.attention_mask)
     K = model.n_actions
     idx = r.act_pos[..., None].expand(-1, -1, K)  # [B, L, K]
-    q = model.q(h, positions, key_mask)[0].gather(1, idx).float()  # [B, L, K]
+    q = model.q_sequence(h, r.input_ids, positions, key_mask).gather(1, idx).float()  # [B, L, K]
     with torch.no_grad():
         pi = model.policy(h, positions, key_mask)[0].gather(1, idx).float().softmax(-1)
     return q, (pi * q).sum(-1)
@@ -329,13 +332,17 @@ def heldout_auc(model, rows: list[dict], batch: int = 64) -> dict:
             "auc_pooled": pooled_auc(groups)}  # fmt: skip
 
 
-def _fresh_head(model, layers: int) -> None:
-    """Replace the Q head by a new one of ``layers`` blocks (``QConfig.q_layers``)."""
-    from cola_models.heads import ActionHead
+def _fresh_head(model, layers: int, features: str) -> None:
+    """Replace the Q head by a new one of ``layers`` blocks reading ``features``."""
+    from dataclasses import replace
+
+    from cola_models.heads import SURPRISE, ActionHead
 
     shape = model.backbone.block_shape(model.config.head_ffn)
+    model.config = replace(model.config, q_head=True, q_layers=layers, q_features=features)
     model.q = ActionHead(shape, layers, model.n_actions).to(model.device)
-    model.config.q_layers = layers
+    lm = features == "h+lm"
+    model.q_in = torch.nn.Linear(SURPRISE, model.backbone.dim).to(model.device) if lm else None
 
 
 def _td_steps(model, rows: list[dict], cfg: QRun):
@@ -387,12 +394,14 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         return run.model_dir
     model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"), cfg.placement)
     if cfg.q.q_layers:
-        _fresh_head(model, cfg.q.q_layers)
+        _fresh_head(model, cfg.q.q_layers, cfg.q.q_features)
     if model.q is None:
         raise ColaError(f"{cfg.q.model} has no Q head (build it with q_layers > 0)")
     rows = _samples(model, run, cfg)
     held = _samples(model, run, cfg, heldout=True)
-    params = freeze_all_but(model, model.q)
+    if cfg.q.objective == "td" and model.q_in is not None:
+        raise ColaError("objective 'td' trains a Q head that reads h only (q_features = 'h')")
+    params = freeze_all_but(model, *(m for m in (model.q, model.q_in) if m is not None))
     steps = (_process_steps if cfg.q.objective == "process" else _td_steps)(model, rows, cfg)
 
     def step_fn(step: int, update) -> dict:

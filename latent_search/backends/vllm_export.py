@@ -58,7 +58,10 @@ def export_for_vllm(model, directory: str | os.PathLike, *, dtype: str = "float3
     shape = model.backbone.block_shape(cfg.head_ffn)
     L = int(hf["num_hidden_layers"])
     P = cfg.policy_layers
-    q_layers = cfg.q_layers if (cfg.q_head and model.q is not None) else 0
+    # The vLLM model computes a Q head over h only: one that also reads the LM's surprise at
+    # each token (q_features "h+lm") is left out, and a search that reads Q says it has none.
+    plain_q = cfg.q_head and model.q is not None and cfg.q_features == "h"
+    q_layers = cfg.q_layers if plain_q else 0
     dt = torch_dtype(dtype)
     hf.update(
         architectures=[ARCHITECTURE],

@@ -104,3 +104,37 @@ def test_bad_input_gives_one_line_error(kwargs, match):
     with pytest.raises(cm.ColaError, match=match) as info:
         cm.build_model(preset, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_a_q_head_that_reads_the_lms_surprise_matches_incrementally_and_reloads(tmp_path, gen):
+    """q_features = "h+lm": the incremental Q (one token at a time, its surprise from the state
+    before it) equals the teacher-forced Q, it differs from the h-only head's, and it reloads."""
+    from dataclasses import replace
+
+    import cola_models as cm
+    from cola_models.model import ColaModel
+
+    base = cm.build_model("tiny", seed=0)
+    torch.manual_seed(0)
+    model = ColaModel(replace(base.config, q_features="h+lm"), base.backbone, base.tokenizer)
+    model.eval()
+    input_ids, mask = _batch(model, ["3*4=", "hello world, more"])
+    state, seq, q_steps = model.start(input_ids, mask), input_ids, []
+    for _ in range(5):
+        q_steps.append(state.q_values)
+        tok = torch.randint(3, 259, (2,), generator=gen)
+        seq = torch.cat([seq, tok[:, None]], 1)
+        mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
+        state = model.advance(state, tok)
+    with torch.no_grad():
+        full = model(seq, mask, idm=False).q_values
+        model.q_in.weight.zero_()
+        model.q_in.bias.zero_()
+        blind = model(seq, mask, idm=False).q_values  # the same head without the surprise
+    T0 = input_ids.shape[1]
+    for i in range(5):
+        assert torch.allclose(q_steps[i], full[:, T0 - 1 + i], atol=1e-4)
+    assert not torch.allclose(full, blind, atol=1e-3)
+    model.save_pretrained(tmp_path / "m", dtype="float32")
+    back = cm.load_model(tmp_path / "m")
+    assert back.config.q_features == "h+lm" and torch.equal(back.q_in.bias, model.q_in.bias)
