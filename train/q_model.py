@@ -47,7 +47,7 @@ class QConfig:
     """CoLA model directory with a Q head (q_layers > 0 at stage 1)."""
     samples_per_problem: int = 8
     """N of best-of-N sampling (reference: ~16)."""
-    n_problems: int = 256
+    n_problems: int = 2000
     max_new_tokens: int = 128
     temperature: float = 1.0
     top_k: int = 0
@@ -69,9 +69,9 @@ class QConfig:
     sibling_weight: float = 1.0
     """Weight of the Bradley-Terry term on sibling actions where a right and a wrong sample of
     one problem part ("process"; rStar-Math's preference pairs)."""
-    q_layers: int = 0
+    q_layers: int = 2
     """Rebuild the Q head fresh with this many blocks (0: train the model's own head)."""
-    q_features: str = "h"
+    q_features: str = "h+lm"
     """What a fresh head reads (``ColaConfig.q_features``): "h" or "h+lm" (the LM's surprise at
     each token besides h)."""
     labels: str = "exact"
@@ -81,7 +81,7 @@ class QConfig:
     mc_rollouts: int = 4
     eval_every: int = 250
     """Steps between measurements of the held-out within-problem AUC (logged in metrics)."""
-    heldout_problems: int = 200
+    heldout_problems: int = 300
     """Test-split problems whose samples measure the head's within-problem AUC at the end."""
 
     def __post_init__(self) -> None:
@@ -110,7 +110,7 @@ class QRun:
     q: QConfig = field(default_factory=QConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(n_train=20_000))
     optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(steps=200, lr=5e-4, checkpoint_every=50)
+        default_factory=lambda: OptimConfig(steps=1500, lr=5e-4, checkpoint_every=250)
     )
     placement: Placement = field(default_factory=Placement)
     """Device and compute dtype ([placement] device / dtype; --device / --dtype)."""
@@ -332,17 +332,20 @@ def heldout_auc(model, rows: list[dict], batch: int = 64) -> dict:
             "auc_pooled": pooled_auc(groups)}  # fmt: skip
 
 
-def _fresh_head(model, layers: int, features: str) -> None:
-    """Replace the Q head by a new one of ``layers`` blocks reading ``features``."""
+def _fresh_head(model, layers: int, features: str, seed: int) -> None:
+    """Replace the Q head by a new one of ``layers`` blocks reading ``features``, its initial
+    weights drawn from the run's seed."""
     from dataclasses import replace
 
     from cola_models.heads import SURPRISE, ActionHead
 
     shape = model.backbone.block_shape(model.config.head_ffn)
     model.config = replace(model.config, q_head=True, q_layers=layers, q_features=features)
-    model.q = ActionHead(shape, layers, model.n_actions).to(model.device)
-    lm = features == "h+lm"
-    model.q_in = torch.nn.Linear(SURPRISE, model.backbone.dim).to(model.device) if lm else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(seed, "q_init"))
+        model.q = ActionHead(shape, layers, model.n_actions).to(model.device)
+        lm = features == "h+lm"
+        model.q_in = torch.nn.Linear(SURPRISE, model.backbone.dim).to(model.device) if lm else None
 
 
 def _td_steps(model, rows: list[dict], cfg: QRun):
@@ -394,7 +397,7 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         return run.model_dir
     model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"), cfg.placement)
     if cfg.q.q_layers:
-        _fresh_head(model, cfg.q.q_layers, cfg.q.q_features)
+        _fresh_head(model, cfg.q.q_layers, cfg.q.q_features, cfg.data.seed)
     if model.q is None:
         raise ColaError(f"{cfg.q.model} has no Q head (build it with q_layers > 0)")
     rows = _samples(model, run, cfg)

@@ -22,6 +22,7 @@ STREAMS = {
     "verifier_heldout": 23,  # the policy's samples of the verifier's held-out problems
     "verifier_synthetic": 29,  # which numbers the verifier's synthetic wrong solutions change
     "q_heldout": 31,  # the policy's samples of the Q stage's held-out problems
+    "q_init": 37,  # the initial weights of a fresh Q head
 }
 
 
