@@ -28,7 +28,7 @@ from paired import correct, mcnemar_p  # noqa: E402
 
 SEARCHES = ("beam", "mcts", "best-of-n", "mcts-gumbel", "mcts-q", "mcts-value", "mcts-check-value")
 """mcts-value: MCTS judged by the model's Q head alone (no equation check anywhere in it);
-mcts-check-value: the equation check times the Q head's value (``--scorer equations-q``)."""
+mcts-check-value: the equation check, its ties broken by the Q head's value (``--scorer equations-q``)."""
 LARGE = 100_000
 """Rounds of mcts / mcts-q: far more than any budget here buys, so the budget is what binds."""
 

@@ -18,7 +18,7 @@ sample them):
    scored on held-out samples by its minimum over step ends: whether the features see the
    written digits at all.
 Any model given with --q-model (a CoLA model with a Q head, e.g. a ``train q`` run) is scored by
-its final V beside them, and by the equation check times that V (``--scorer equations-q``).
+its final V beside them, and by the equation check with its ties broken by that V (``--scorer equations-q``).
 
 Run:  python bench/value_audit.py --problems 200 --k 16 --train-problems 500 --json runs/value_audit.json
 """

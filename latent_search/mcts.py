@@ -213,6 +213,12 @@ def _descend(wave: _Wave, gumbel: dict[int, float] | None, cfg: MCTSConfig) -> i
     return None if node in wave.closed else node
 
 
+FAULT_DROP = 1e-3
+"""A fall in value that marks a fault under "min": far above a tie-breaking judge's weight
+(``scorers.TIE_WEIGHT``), far below the smallest fall the equation check makes (one check of a
+few dozen failing), so a judge whose ties are broken by another still closes only on faults."""
+
+
 def _dead(tree: Tree, node: int, cfg: MCTSConfig) -> bool:
     """Nothing is left to learn below ``node``: a finished text already visited (its judge is
     deterministic, so a revisit only repeats its value; deviation: AlphaZero revisits terminal
@@ -226,7 +232,7 @@ def _dead(tree: Tree, node: int, cfg: MCTSConfig) -> bool:
         and up >= 0
         and tree.reward[node] is not None
         and tree.reward[up] is not None
-        and tree.reward[node] < tree.reward[up]
+        and tree.reward[node] < tree.reward[up] - FAULT_DROP
     )
 
 

@@ -94,24 +94,3 @@ def tie_broken_value(first: ValueFn, second: ValueFn) -> ValueFn:
         return [x + TIE_WEIGHT * y for x, y in zip(a, b)]
 
     return value
-
-
-def product(first: Scorer, second: Scorer) -> Scorer:
-    """Score = first x second (both in [0, 1]): a text ranks high only where both judges rate it
-    (the equation check's verdict, weighed by a learned value where the check is silent)."""
-
-    def score(seqs: list[list[int]], meter: Meter) -> list[float]:
-        return [a * max(0.0, min(1.0, b)) for a, b in zip(first(seqs, meter), second(seqs, meter))]
-
-    score.oracle = is_oracle(first) or is_oracle(second)
-    return score
-
-
-def product_value(first: ValueFn, second: ValueFn) -> ValueFn:
-    """:func:`product` for the values of partial texts."""
-
-    def value(seqs: list[list[int]], done: list[bool], meter: Meter) -> list[float]:
-        a, b = first(seqs, done, meter), second(seqs, done, meter)
-        return [x * max(0.0, min(1.0, y)) for x, y in zip(a, b)]
-
-    return value

@@ -14,7 +14,7 @@ from .beam import BeamConfig, beam_search
 from .equations import equation_scorer, equation_value_fn
 from .mcts import MCTSConfig, mcts
 from .mcts_q import MCTSQConfig, mcts_q
-from .scorers import product, product_value, q_value_fn, q_value_scorer
+from .scorers import q_value_fn, q_value_scorer, tie_broken, tie_broken_value
 from .steps import CANDIDATES
 from .tree import Tree
 from .types import Backend, SearchResult, is_oracle
@@ -51,8 +51,8 @@ class SearchSpec:
     value), "verifier" (a reward model: P(right) of the text so far), "likelihood" (the searched
     model's own LM: the mean token probability of the text after the prompt; nothing trained),
     "equations" (no model: the text's equations recomputed, their numbers found in the
-    question), "equations-likelihood" (ties broken by the likelihood), "equations-q" (the check's score
-    times the Q head's value), "vote" (best-of-n:
+    question), "equations-likelihood" (ties broken by the likelihood), "equations-q" (ties of the check
+    broken by the Q head's value), "vote" (best-of-n:
     majority answer), "weighted-vote" / "likelihood-vote" (best-of-n: answers weighted by the
     verifier / by the likelihood). None: "equations-likelihood" for best-of-n, "equations"
     otherwise (what docs/search.md's measurements support)."""
@@ -205,9 +205,9 @@ def _dispatch(
     if spec.scorer == "equations":  # reads the decoded text only: no model to build
         scorer = scorer or equation_scorer(backend)
         value_fn = value_fn or equation_value_fn(backend)
-    if spec.scorer == "equations-q":  # the check weighed by the Q head where it is silent
-        scorer = scorer or product(equation_scorer(backend), q_value_scorer(vb))
-        value_fn = value_fn or product_value(equation_value_fn(backend), q_value_fn(vb))
+    if spec.scorer == "equations-q":  # the check first; the Q head where the check ties
+        scorer = scorer or tie_broken(equation_scorer(backend), q_value_scorer(vb))
+        value_fn = value_fn or tie_broken_value(equation_value_fn(backend), q_value_fn(vb))
     if value_fn is None:
         value_fn = q_value_fn(vb)
     if spec.algorithm == "best-of-n":

@@ -154,7 +154,7 @@ ScorerOpt = Annotated[
     typer.Option(
         help="Gold-free judge: q (Q head) | verifier (--verifier) | likelihood (the model's own "
         "mean token probability) | equations (no model: the text's equations recomputed, their "
-        "numbers found in the question) | equations-likelihood (ties broken by likelihood) | equations-q (the check times "
+        "numbers found in the question) | equations-likelihood (ties broken by likelihood) | equations-q (ties broken by "
         "the Q head's value) | vote | "
         "weighted-vote | likelihood-vote (best-of-n). Default: equations-likelihood for "
         "best-of-n, equations otherwise (what docs/search.md's measurements support)."

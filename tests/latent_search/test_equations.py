@@ -4,7 +4,6 @@ on what they have written, and that best-of-n selects by it without reading a go
 import pytest
 
 from cola_models.errors import ColaError
-
 from latent_search.equations import equation_checks, equation_score, equation_scorer
 from latent_search.scorers import tie_broken
 from latent_search.search import SearchSpec, run_search
@@ -189,17 +188,6 @@ def test_the_library_and_the_cli_share_one_set_of_defaults(algorithm):
         64,
         "token",
     )
-
-
-def test_product_ranks_only_what_both_judges_rate():
-    from latent_search.scorers import product, product_value
-
-    first = lambda seqs, meter: [1.0, 1.0, 12 / 13, 0.0]  # noqa: E731
-    second = lambda seqs, meter: [0.2, 0.9, 1.0, 1.5]  # noqa: E731
-    scores = product(first, second)([[]] * 4, None)
-    assert scores == pytest.approx([0.2, 0.9, 12 / 13, 0.0])
-    value = product_value(lambda s, d, m: first(s, m), lambda s, d, m: second(s, m))
-    assert value([[]] * 4, [False] * 4, None) == scores
 
 
 def test_the_path_min_is_the_default_of_the_fault_finding_judges_only():

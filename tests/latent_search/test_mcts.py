@@ -170,3 +170,20 @@ def test_a_collapsed_chain_shows_as_one_edge_in_the_viewer():
     shown = text.render(tree, None, None, color=False)
     assert "“10 10 10 1”" in shown and "tokens 4" in shown  # one edge, four tokens
     assert htmlview.payload(tree)  # the HTML viewer takes it too
+
+
+def test_under_the_path_min_only_a_fault_closes_a_node_not_a_tie_breakers_wobble():
+    """A judge whose ties are broken by another (equations-likelihood, equations-q) moves by
+    ~1e-6 from node to node: that must not close the node as a fault."""
+    from latent_search.mcts import MCTSConfig, _dead
+    from latent_search.tree import Tree
+
+    tree = Tree([5, 6])
+    a = tree.add_child(0, 1, [1], prior=0.5)
+    b = tree.add_child(a, 2, [2], prior=0.5)
+    c = tree.add_child(a, 3, [3], prior=0.5)
+    tree.reward[0], tree.reward[a] = 1.0 + 3e-7, 1.0 + 2e-7
+    tree.reward[b], tree.reward[c] = 1.0 + 1e-7, 12 / 13
+    cfg = MCTSConfig(aggregate="min")
+    assert not _dead(tree, b, cfg) and _dead(tree, c, cfg)
+    assert not _dead(tree, c, MCTSConfig(aggregate="last"))
