@@ -208,15 +208,14 @@ def main() -> None:
             model, train, t_flat, t_out, t_right, stats, h_out
         ),
     }
-    base_q = model.q is not None
-    if base_q:
-        scores[f"Q head of {args.model}, final V"] = _q_final(args.model, h_seqs)
     check = scores["equation check, no model"]
-    for path in args.q_model:
+    heads = ([args.model] if model.q is not None else []) + args.q_model
+    for path in heads:
         v = _q_final(path, h_seqs)
         scores[f"Q head of {path}, final V"] = v
-        scores[f"equation check x V of {path}"] = [
-            c * min(1.0, max(0.0, x)) for c, x in zip(check, v)
+        # --scorer equations-q: the check first, its ties broken by V
+        scores[f"equation check, ties broken by V of {path}"] = [
+            c + 1e-6 * x for c, x in zip(check, v)
         ]
     report = {
         "machine": machine(),

@@ -206,7 +206,7 @@ def _labels(rows: list[dict], like: Tensor) -> Tensor:
     """Dense labels [B, L] aligned with the batch's acting steps (zero where masked)."""
     out = torch.zeros(like.shape)  # host: filled row by row, moved once
     for b, r in enumerate(rows):
-        out[b, : len(r["labels"])] = torch.tensor(r["labels"])  # host
+        out[b, : len(r["labels"])] = torch.tensor(r["labels"])  # host: one row of labels
     return out.to(like.device, non_blocking=True)
 
 
@@ -332,7 +332,7 @@ def heldout_auc(model, rows: list[dict], batch: int = 64) -> dict:
             "auc_pooled": pooled_auc(groups)}  # fmt: skip
 
 
-def _fresh_head(model, layers: int, features: str, seed: int) -> None:
+def fresh_q_head(model, layers: int, features: str, seed: int) -> None:
     """Replace the Q head by a new one of ``layers`` blocks reading ``features``, its initial
     weights drawn from the run's seed."""
     from dataclasses import replace
@@ -380,7 +380,9 @@ def _process_steps(model, rows: list[dict], cfg: QRun):
 
     def step_fn(step: int, update) -> dict:
         g = generator(cfg.data.seed, "q_batches", step)
-        pick = torch.randint(len(keys), (cfg.q.batch_problems,), generator=g).tolist()  # host
+        pick = torch.randint(
+            len(keys), (cfg.q.batch_problems,), generator=g
+        ).tolist()  # host: which problems
         part = [r for i in distributed.share(pick) for r in by[keys[i]]]
         batch = batch_to(_batch(part, model.tokenizer), model.device)
         labels = _labels(part, batch.act_mask)
@@ -397,7 +399,7 @@ def run_q(cfg: QRun, out: str | Path, *, quiet: bool = False) -> Path:
         return run.model_dir
     model = load_actor_model(RLConfig(model=cfg.q.model, level="latent"), cfg.placement)
     if cfg.q.q_layers:
-        _fresh_head(model, cfg.q.q_layers, cfg.q.q_features, cfg.data.seed)
+        fresh_q_head(model, cfg.q.q_layers, cfg.q.q_features, cfg.data.seed)
     if model.q is None:
         raise ColaError(f"{cfg.q.model} has no Q head (build it with q_layers > 0)")
     rows = _samples(model, run, cfg)

@@ -171,7 +171,8 @@ class VLLMBackend:
         self.usage = Usage()
         self.usage.cached_tokens = 0  # prompt tokens served by vLLM's prefix cache
         self.last_costs: list[int] = []
-        self.has_q = latent and model.q is not None
+        # A Q head that also reads the LM's surprise is not exported (vllm_export): no Q here.
+        self.has_q = latent and model.q is not None and model.config.q_features == "h"
         self._stop_cache: dict[tuple[str, ...], list[int]] = {}
         self.prefetch_children = max(0, min(prefetch_children, model.n_actions)) if latent else 0
         self.prior_top = min(prior_top, self.n_actions)

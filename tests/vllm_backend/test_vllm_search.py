@@ -1,4 +1,5 @@
-"""Search on the vLLM backend gives the torch backend's answers (bundled tiny-arith, fixed seed).
+"""Search on the vLLM backend gives the torch backend's answers (bundled tiny-arith with an h-only
+Q head, fixed seed).
 
 The search algorithms are unchanged: they only see the backend protocol.
 """
@@ -16,7 +17,13 @@ pytestmark = NEEDS_VLLM
 
 @pytest.fixture(scope="module")
 def model():
-    return cm.load_model("tiny-arith")
+    """The bundled model with a seeded Q head over h only: the vLLM model computes that kind
+    (the bundled head also reads the LM's surprise, which the torch backend alone computes)."""
+    from train.q_model import fresh_q_head
+
+    m = cm.load_model("tiny-arith")
+    fresh_q_head(m, 1, "h", seed=0)
+    return m
 
 
 @pytest.fixture(scope="module")
