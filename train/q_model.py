@@ -6,11 +6,13 @@ instead of the reference's separate 8B model).
 Two objectives:
 * "process" (default; deviation from the reference): Q(s_t, a_t) and V(s_t) = sum_a pi(a|s_t)
   Q(s_t, a) regress the dense step label of the token a_t writes (``train/value_labels.py``:
-  exact step labels from training problems' gold steps, the outcome after the last step), plus a
-  within-problem Bradley-Terry term on the final V of a problem's right and wrong samples. The
-  value of every prefix is then trained, which is what a search reads, and the contrast inside
-  a problem is what ranking needs: the reference's objective below left the bundled head at
-  within-problem AUC 0.49 (bench/value_audit.py).
+  exact step labels from training problems' gold steps, or Monte Carlo ones, the outcome after
+  the last step), plus Bradley-Terry terms on the final V of a problem's right and wrong samples
+  and on Q of the two actions where a right and a wrong sample part (sibling pairs). The value
+  of every prefix is then trained, which is what a search reads, and the contrast inside a
+  problem is what ranking needs: the reference's objective below left the bundled head at
+  within-problem AUC 0.40-0.50, and the new one, on a fresh head that also reads the LM's
+  surprise at each token, reaches about 0.64 (bench/value_audit.py, docs/search.md).
 * "td" (reference section 6): offline double-DQN / SARSA with the sample's task reward as the
   terminal reward and a hard-updated target network.
 """
@@ -44,7 +46,7 @@ from .seeds import generator, stream_seed
 @dataclass
 class QConfig:
     model: str = ""
-    """CoLA model directory with a Q head (q_layers > 0 at stage 1)."""
+    """CoLA model directory (with a Q head of its own when ``q_layers`` is 0)."""
     samples_per_problem: int = 8
     """N of best-of-N sampling (reference: ~16)."""
     n_problems: int = 2000
