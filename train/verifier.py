@@ -5,9 +5,10 @@ Data: the policy's own samples (G per problem) of *training-split* problems, wri
 ``samples.jsonl`` a chunk at a time (an interrupted run keeps what it sampled), and the same of
 held-out test-split problems in ``heldout.jsonl`` for measuring it.
 Labels: the outcome (the task's reward) at a sample's last token, and, for arith, exact step
-labels at the end of every step: a prefix is on track while each of its steps ``a op b = r`` is
-arithmetically right and reaches one of the gold solution's intermediate values (a right
-sample's prefixes all count as on track). Gold steps are read from training problems only.
+labels at every answer token (``train/value_labels.py``: a prefix is on track while each of its
+steps ``a op b = r`` is arithmetically right and reaches one of the gold solution's intermediate
+values, a right sample's prefixes all count as on track, and a token carries the label of the
+step it belongs to). Gold steps are read from training problems only.
 Loss: per-position BCE on those labels, plus a within-problem Bradley-Terry term on the final
 scores (-log sigmoid(s_right - s_wrong) over a problem's right/wrong pairs), the contrast that a
 value trained on outcomes alone lacks. Logged: held-out within-problem AUC with its interval.
