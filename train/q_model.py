@@ -316,22 +316,13 @@ def q_process_step(model, r: Rollouts, labels: Tensor, group: Tensor, pairs, cfg
 def heldout_auc(model, rows: list[dict], batch: int = 64) -> dict:
     """Within-problem AUC (bootstrap interval) and pooled AUC of the final V on held-out rows:
     how well the head ranks a problem's right samples above its wrong ones."""
-    from eval.ranking import Group, pooled_auc, within_problem_auc
+    from .value_labels import heldout_report
 
     scores: list[float] = []
     for s in range(0, len(rows), batch):
         r = batch_to(_batch(rows[s : s + batch], model.tokenizer), model.device)
         scores += _final(state_values_at(model, r)[1], r.act_mask).tolist()
-    by: dict[int, list[int]] = {}
-    for i, row in enumerate(rows):
-        by.setdefault(row["p"], []).append(i)
-    groups = [
-        Group([scores[i] for i in ix], [rows[i]["reward"] > 0.5 for i in ix], [None] * len(ix))
-        for ix in by.values()
-    ]
-    w = within_problem_auc(groups)
-    return {"auc_within": w["auc"], "auc_lo": w["lo"], "auc_hi": w["hi"],
-            "auc_pooled": pooled_auc(groups)}  # fmt: skip
+    return heldout_report(scores, rows)
 
 
 def fresh_q_head(model, layers: int, features: str, seed: int) -> None:

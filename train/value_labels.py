@@ -77,3 +77,25 @@ def sample_labels(problem, prompt_text: str, gen_text: str, ends_at: list[int], 
     if problem.task != "arith":
         return [outcome] * len(ends_at)
     return dense_labels(step_ends(problem, prompt_text + gen_text, right), ends_at, outcome)
+
+
+def heldout_report(scores: list[float], rows: list[dict]) -> dict:
+    """Within-problem AUC (bootstrap 95% interval) and pooled AUC of ``scores`` on held-out
+    sample rows (``p`` the problem, ``reward`` the task's): how a judge ranks a problem's right
+    samples above its wrong ones. Shared by the Q stage and the verifier."""
+    from eval.ranking import Group, pooled_auc, within_problem_auc
+
+    by: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by.setdefault(row["p"], []).append(i)
+    groups = [
+        Group([scores[i] for i in ix], [rows[i]["reward"] > 0.5 for i in ix], [None] * len(ix))
+        for ix in by.values()
+    ]
+    w = within_problem_auc(groups)
+    return {
+        "auc_within": w["auc"],
+        "auc_lo": w["lo"],
+        "auc_hi": w["hi"],
+        "auc_pooled": pooled_auc(groups),
+    }

@@ -230,27 +230,9 @@ def verifier_loss(rm, rows, problems, cfg: VerifierConfig) -> tuple[Tensor, dict
 # ---------------------------------------------------------------------------------- run
 def heldout_auc(rm, rows: list[dict]) -> dict:
     """Within-problem AUC (bootstrap interval) and pooled AUC of the verifier on held-out rows."""
-    from eval.ranking import Group, pooled_auc, within_problem_auc
+    from .value_labels import heldout_report
 
-    scores, _ = rm.score_texts([r["text"] for r in rows])
-    by: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        by.setdefault(r["p"], []).append(i)
-    groups = [
-        Group(
-            [scores[i] for i in ix],
-            [rows[i]["reward"] > 0.5 for i in ix],
-            [rows[i]["answer"] for i in ix],
-        )
-        for ix in by.values()
-    ]
-    w = within_problem_auc(groups)
-    return {
-        "auc_within": w["auc"],
-        "auc_lo": w["lo"],
-        "auc_hi": w["hi"],
-        "auc_pooled": pooled_auc(groups),
-    }
+    return heldout_report(rm.score_texts([r["text"] for r in rows])[0], rows)
 
 
 def run_verifier(cfg: VerifierRun, out: str | Path, *, quiet: bool = False) -> Path:
