@@ -93,11 +93,11 @@ def _token_stats(model, seqs, starts):
             logp = model.backbone.token_logits(h).float().log_softmax(-1)  # [B, T, V]
             T = ids.shape[1]
             for b, (seq, n0) in enumerate(zip(chunk, first)):
-                pos = torch.arange(T - (len(seq) - n0), T)  # the generated tokens
+                pos = torch.arange(T - (len(seq) - n0), T, device=ids.device)  # generated
                 lp = logp[b, pos - 1].gather(-1, ids[b, pos][:, None])[:, 0]
-                out.append(
-                    {"h": h[b, pos].float(), "lp": lp, "best": logp[b, pos - 1].max(-1).values}
-                )
+                best = logp[b, pos - 1].max(-1).values
+                # the statistics and the probe run on the host: one copy per sample
+                out.append({"h": h[b, pos].float().cpu(), "lp": lp.cpu(), "best": best.cpu()})
     return out
 
 
